@@ -1,0 +1,50 @@
+# deskgen — entry points. `make help` lists them.
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration bench chart-check chaos lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+setup: .venv/.installed ## create .venv and install pinned dependencies (torch CPU/CUDA build, ML stack, dev tools)
+
+.venv/.installed: pyproject.toml
+	test -x .venv/bin/python || python3.11 -m venv .venv
+	.venv/bin/pip install --quiet --upgrade pip
+	.venv/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+stack-up: ## start Kafka (KRaft) and the S3 server on 127.0.0.1, wait until ready (idempotent)
+	$(PY) stack/localstack.py up
+
+stack-down: ## stop the local stack (idempotent); data and logs stay in .stack/
+	$(PY) stack/localstack.py down
+
+stack-status: ## show what the local stack is running
+	$(PY) stack/localstack.py status
+
+topics: setup ## create the pipeline topics on the configured broker
+	.venv/bin/deskgen topics create
+
+dev-models: setup ## build the tiny dev-weight models used by the demo and the tests
+	.venv/bin/deskgen models build-dev all --size tiny
+
+demo: setup ## fresh machine: stack up, three services, sample photos through every stage, results printed
+	$(PY) stack/demo.py
+
+test: setup ## all tests: unit, then integration against the real local stack (started if needed)
+	$(PY) stack/localstack.py up
+	$(PY) -m pytest tests
+
+test-unit: setup ## unit tests only (no broker)
+	$(PY) -m pytest tests/unit
+
+bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
+	$(PY) stack/localstack.py up
+	$(PY) tests/bench/bench_spine.py
+	$(PY) tests/bench/bench_classifier.py
+	$(PY) tests/bench/bench_captioner.py
+	$(PY) tests/bench/bench_generator.py

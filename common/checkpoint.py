@@ -1,0 +1,106 @@
+"""The only module that knows about Kafka transactions.
+
+A batch's output records and its input offsets are committed atomically with
+``send_offsets_to_transaction``: either the next stage sees every output and the input is
+consumed, or neither happens and the batch is processed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from .errors import FatalError
+from .events import Record
+from .retry import Backoff
+
+__all__ = ["Checkpoint"]
+
+log = logging.getLogger("deskgen.checkpoint")
+
+_CALL_TIMEOUT_S = 10.0
+
+
+class Checkpoint:
+    """A transactional producer bound to one consumer group member."""
+
+    def __init__(self, producer_config: dict, stop: threading.Event, backoff: Backoff):
+        self._producer = Producer(producer_config)
+        self._stop = stop
+        self._backoff = backoff
+        self.transactional_id = producer_config["transactional.id"]
+
+    def init(self) -> None:
+        """Register the transactional id (fencing any crashed predecessor); waits for the broker."""
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._producer.init_transactions(_CALL_TIMEOUT_S)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal():
+                    raise FatalError(f"cannot initialise transactions for {self.transactional_id}: {err.str()}") from None
+                attempt += 1
+                log.warning("waiting for Kafka to initialise transactions (%s); attempt %d", err.str(), attempt)
+                self._stop.wait(min(self._backoff.delay(attempt), 5.0))
+
+    def commit(self, records: list[tuple[str, Record]], offsets: list[TopicPartition], consumer: Consumer) -> bool:
+        """Produce ``records`` ((topic, record) pairs) and commit ``offsets`` atomically.
+
+        Returns False when the transaction was aborted (the caller rewinds and redoes the batch).
+        Raises FatalError when this producer has been fenced or broke irrecoverably.
+        """
+        try:
+            self._producer.begin_transaction()
+            for topic, record in records:
+                self._produce(topic, record)
+            self._retry_while_retriable(
+                lambda: self._producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), _CALL_TIMEOUT_S))
+            self._retry_while_retriable(lambda: self._producer.commit_transaction(_CALL_TIMEOUT_S))
+            return True
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal() or err.code() == KafkaError._FENCED:
+                raise FatalError(f"transactional producer {self.transactional_id} failed: {err.str()}") from None
+            log.warning("aborting transaction: %s", err.str())
+            self.abort()
+            return False
+
+    def abort(self) -> None:
+        """Abort the open transaction, if any, retrying while the broker is unreachable."""
+        try:
+            self._retry_while_retriable(lambda: self._producer.abort_transaction(_CALL_TIMEOUT_S))
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() == KafkaError._STATE:
+                return  # no transaction in progress
+            raise FatalError(f"cannot abort transaction of {self.transactional_id}: {err.str()}") from None
+
+    def close(self) -> None:
+        self._producer.flush(5.0)
+
+    def _produce(self, topic: str, record: Record) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=record.key, value=record.value, headers=record.headers)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def _retry_while_retriable(self, call) -> None:
+        attempt = 0
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or self._stop.is_set() and attempt > 2:
+                    raise
+                attempt += 1
+                log.warning("Kafka call failed, retrying (%s)", err.str())
+                time.sleep(min(self._backoff.delay(attempt), 5.0))

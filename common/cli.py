@@ -1,0 +1,240 @@
+"""``deskgen``: run a stage, manage topics, submit photos and watch results, build dev weights."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from .errors import DeskgenError, FatalError
+
+__all__ = ["main"]
+
+STAGES = ("classifier", "captioner", "generator")
+CONCEPTS = ("BASIC", "MSPAINT", "SIMPLE", "OIL", "CARTOON", "WEEKDAY")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return args.func(args, rest) or 0
+    except DeskgenError as exc:
+        print(f"deskgen: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deskgen", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run one stage as a service")
+    run.add_argument("stage", choices=STAGES)
+    run.set_defaults(func=_run)
+
+    topics = commands.add_parser("topics", help="manage the pipeline's topics")
+    topic_commands = topics.add_subparsers(required=True, metavar="ACTION")
+    create = topic_commands.add_parser("create", help="create every topic (existing ones are kept)")
+    create.add_argument("--partitions", type=int, default=3)
+    create.add_argument("--replication", type=int, default=1)
+    create.set_defaults(func=_topics_create)
+
+    submit = commands.add_parser("submit", help="upload photos and publish their `uploaded` events")
+    submit.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    submit.add_argument("--concept", choices=CONCEPTS)
+    submit.add_argument("--preset")
+    for name, kind in (("steps", int), ("guidance", float), ("width", int), ("height", int), ("seed", int)):
+        submit.add_argument(f"--{name}", type=kind)
+    submit.add_argument("--scheduler")
+    submit.set_defaults(func=_submit)
+
+    watch = commands.add_parser("watch", help="print terminal results from the `generated` topic")
+    watch.add_argument("jobs", nargs="*", metavar="JOB")
+    watch.add_argument("--json", action="store_true", help="one JSON line per result")
+    watch.add_argument("--timeout", type=float, default=None, help="give up after S seconds (exit 1)")
+    watch.set_defaults(func=_watch)
+
+    models = commands.add_parser("models", help="model weights")
+    model_commands = models.add_subparsers(required=True, metavar="ACTION")
+    build = model_commands.add_parser("build-dev", help="build random dev weights in the real formats")
+    build.add_argument("stage", choices=(*STAGES, "all"))
+    build.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    build.add_argument("--arch", help="classifier architecture (vgg16)")
+    build.add_argument("--out", type=Path, help="output folder (default: the dev-models folder)")
+    build.set_defaults(func=_build_dev)
+
+    train = commands.add_parser("train", help="train a model (see `deskgen train classifier --help`)")
+    train.add_argument("stage", choices=("classifier",))
+    train.set_defaults(func=_delegate("deskgen.services.classifier.train"), passthrough=True)
+
+    evaluate = commands.add_parser("eval", help="evaluations (see `deskgen eval presets --help`)")
+    evaluate.add_argument("what", choices=("presets",))
+    evaluate.set_defaults(func=_delegate("deskgen.services.generator.evaluate"), passthrough=True)
+
+    config = commands.add_parser("config", help="list every DESKGEN_* setting (markdown)")
+    config.set_defaults(func=_config)
+    return parser
+
+
+def _delegate(module: str):
+    def call(args: argparse.Namespace, rest: list[str]) -> int:
+        return importlib.import_module(module).cli(rest)
+    return call
+
+
+def _run(args: argparse.Namespace, rest: list[str]) -> int:
+    return importlib.import_module(f"deskgen.services.{args.stage}.__main__").main()
+
+
+def _topics_create(args: argparse.Namespace, rest: list[str]) -> int:
+    from .kafka import create_topics
+    from .settings import KafkaSettings, RuntimeSettings, load
+
+    kafka = load(KafkaSettings)
+    for topic, status in create_topics(kafka, load(RuntimeSettings), partitions=args.partitions,
+                                       replication=args.replication):
+        print(f"{topic}\t{status}")
+    return 0
+
+
+def _submit(args: argparse.Namespace, rest: list[str]) -> int:
+    from confluent_kafka import Producer
+
+    from . import events
+    from .keys import upload_key
+    from .settings import KafkaSettings, RuntimeSettings, load
+    from .storage import ObjectStore
+
+    runtime = load(RuntimeSettings)
+    store = ObjectStore.from_env()
+    store.ensure_bucket()
+    producer = Producer({**load(KafkaSettings).client_config(), "enable.idempotence": True, "acks": "all"})
+    request = {name: getattr(args, name) for name in ("concept", "preset", "steps", "guidance", "width", "height",
+                                                      "seed", "scheduler") if getattr(args, name) is not None}
+    failures = []
+    for path in args.paths:
+        if not path.is_file():
+            raise FatalError(f"{path}: no such file")
+        job_id = uuid.uuid4().hex
+        key = upload_key(job_id, path.suffix)
+        store.put(key, path.read_bytes(), _content_type(key))
+        data = {"job_id": job_id, "image_key": key, "uploaded_at": events.now(), "request": request, "timeline": {}}
+        record = events.encode("uploaded", data, source="/deskgen/cli")
+        producer.produce(runtime.topic("uploaded"), key=record.key, value=record.value, headers=record.headers,
+                         on_delivery=lambda err, msg, p=path: err and failures.append(f"{p}: {err}"))
+        print(job_id, flush=True)
+    if producer.flush(30) or failures:
+        raise FatalError(f"some events were not delivered: {failures or 'flush timed out'}")
+    return 0
+
+
+def _content_type(key: str) -> str:
+    return {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[key.rsplit(".", 1)[1]]
+
+
+def _watch(args: argparse.Namespace, rest: list[str]) -> int:
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+    from .events import decode
+    from .settings import KafkaSettings, RuntimeSettings, load
+
+    runtime = load(RuntimeSettings)
+    topic = runtime.topic("generated")
+    consumer = Consumer({**load(KafkaSettings).client_config(), "group.id": f"deskgen-watch-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    metadata = consumer.list_topics(topic, timeout=10)
+    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+        raise FatalError(f"topic {topic} does not exist: run `deskgen topics create`")
+    start = OFFSET_BEGINNING if args.jobs else OFFSET_END
+    consumer.assign([TopicPartition(topic, p, start) for p in metadata.topics[topic].partitions])
+    waiting = set(args.jobs)
+    seen: set[str] = set()
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    try:
+        while (not args.jobs or waiting) and (deadline is None or time.monotonic() < deadline):
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            try:
+                result = decode(message.value(), message.headers(), "generated").data
+            except DeskgenError as exc:
+                print(f"unreadable result at offset {message.offset()}: {exc}", file=sys.stderr)
+                continue
+            job_id = result["job_id"]
+            if args.jobs and job_id not in args.jobs:
+                continue
+            if job_id in seen:
+                print(f"warning: a second terminal result for job {job_id}", file=sys.stderr)
+            seen.add(job_id)
+            waiting.discard(job_id)
+            print(json.dumps(result, sort_keys=True) if args.json else format_result(result), flush=True)
+    finally:
+        consumer.close()
+    if waiting:
+        print(f"timed out waiting for {len(waiting)} job(s): {' '.join(sorted(waiting))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def format_result(result: dict) -> str:
+    """One human line per result: status, reason or image, and the per-stage timeline."""
+    status = result["status"]
+    parts = [result["job_id"], status.upper()]
+    if status == "succeeded":
+        output = result["output"]
+        parts.append(f"image={output['image_key']} preset={output['preset']} {output['width']}x{output['height']}")
+    else:
+        parts.append(f"reason={result.get('reason')} ({result.get('detail', '')[:120]})")
+    timeline = result.get("timeline", {})
+    stages = " | ".join(f"{name} {entry.get('handle_ms', 0) / 1000:.2f}s" for name, entry in timeline.items())
+    if result.get("uploaded_at"):
+        from datetime import datetime
+
+        start = datetime.fromisoformat(result["uploaded_at"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(result["finished_at"].replace("Z", "+00:00"))
+        parts.append(f"end-to-end {(end - start).total_seconds():.2f}s")
+    if stages:
+        parts.append(f"[{stages}]")
+    return "  ".join(parts)
+
+
+def _build_dev(args: argparse.Namespace, rest: list[str]) -> int:
+    from .models import dev_models_dir
+
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        options = {}
+        name = f"{stage}-{args.size}"
+        if stage == "classifier":
+            options["arch"] = args.arch or "vgg16"
+            name = f"classifier-{options['arch']}-{args.size}"
+        out = args.out if args.out and len(stages) == 1 else dev_models_dir() / name
+        module = importlib.import_module(f"deskgen.services.{stage}.devweights")
+        path = module.build_dev(out, size=args.size, **options)
+        print(f"{stage}: dev weights ({args.size}) in {path}")
+    return 0
+
+
+def _config(args: argparse.Namespace, rest: list[str]) -> int:
+    from .settings import ImageSettings, KafkaSettings, RuntimeSettings, S3Settings, describe
+
+    sections = [RuntimeSettings, KafkaSettings, S3Settings, ImageSettings]
+    for stage in STAGES:
+        try:
+            sections.append(importlib.import_module(f"deskgen.services.{stage}.settings").__dict__[
+                f"{stage.capitalize()}Settings"])
+        except (ImportError, KeyError):
+            pass
+    print("| variable | default | meaning |\n|---|---|---|")
+    for section in sections:
+        for variable, default, meaning in describe(section):
+            print(f"| `{variable}` | `{default}` | {meaning} |" if default else f"| `{variable}` | | {meaning} |")
+    return 0

@@ -1,0 +1,50 @@
+"""Deterministic object keys derived from the job id: a replay overwrites, never duplicates."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidInputError
+
+__all__ = ["UPLOADS", "GENERATED", "MODELS", "upload_key", "generated_key", "check_job_id", "check_object_key"]
+
+UPLOADS = "uploads"
+GENERATED = "generated"
+MODELS = "models"
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
+_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+_EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` if it is safe inside an object key, else raise InvalidInputError."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise InvalidInputError("invalid_job_id", f"job id {job_id!r:.80} must match {_JOB_ID.pattern}", status="failed")
+    return job_id
+
+
+def check_object_key(key: str, prefix: str | None = None) -> str:
+    """Return ``key`` if it is relative, has no ``..`` or empty segments and (optionally) lies under ``prefix``."""
+    segments = key.split("/") if isinstance(key, str) else []
+    if not _KEY.match(key or "") or any(s in ("", ".", "..") for s in segments):
+        raise InvalidInputError("invalid_object_key", f"object key {key!r:.120} is not a safe relative key", status="failed")
+    if prefix is not None and not key.startswith(prefix.rstrip("/") + "/"):
+        raise InvalidInputError("invalid_object_key", f"object key {key!r:.120} is outside {prefix!r}", status="failed")
+    return key
+
+
+def upload_key(job_id: str, extension: str) -> str:
+    """``uploads/<job>/original.<ext>`` for a photo the backend stores."""
+    ext = _EXTENSIONS.get(extension.lower().lstrip("."))
+    if ext is None:
+        raise InvalidInputError("image_format_not_allowed", f"extension {extension!r} is not jpg, png or webp")
+    return f"{UPLOADS}/{check_job_id(job_id)}/original.{ext}"
+
+
+def generated_key(job_id: str, preset: str) -> str:
+    """``generated/<job>/<preset>.png`` for the generator's image."""
+    if not _NAME.match(preset):
+        raise InvalidInputError("unknown_preset", f"preset {preset!r:.40} is not a valid preset name")
+    return f"{GENERATED}/{check_job_id(job_id)}/{preset}.png"

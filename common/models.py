@@ -1,0 +1,129 @@
+"""Model sources: one loader that turns a model URI into a local, checked path.
+
+Schemes:
+  ``file:///abs/path``                  a local file or folder, used as is
+  ``pkg://<package>/<path>``            a file or folder shipped inside an installed Python package
+  ``s3://<bucket>/<prefix>``            every object under the prefix, downloaded into the cache
+  ``hf://<org>/<name>[@<revision>]``    a Hugging Face Hub snapshot, downloaded into the cache
+
+Downloads land in ``<cache>/<scheme>/<...>`` and are written to a temporary folder first, then
+renamed, with a manifest of sizes and SHA-256 digests; a cached copy is re-checked against the
+manifest before use, so a torn or tampered download is fetched again rather than loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import FatalError
+
+__all__ = ["resolve", "dev_models_dir", "model_cache_dir"]
+
+_MANIFEST = ".deskgen-manifest.json"
+
+
+def model_cache_dir() -> Path:
+    """``$DESKGEN_MODEL_CACHE`` or ``~/.cache/deskgen/models``."""
+    return Path(os.environ.get("DESKGEN_MODEL_CACHE", Path.home() / ".cache" / "deskgen" / "models"))
+
+
+def dev_models_dir() -> Path:
+    """``$DESKGEN_DEV_MODELS`` or ``./.cache/dev-models``: where dev weights are built."""
+    return Path(os.environ.get("DESKGEN_DEV_MODELS", Path(".cache") / "dev-models")).resolve()
+
+
+def resolve(uri: str, *, cache_dir: Path | None = None) -> Path:
+    """Return a local path holding the model named by ``uri``.
+
+    Raises:
+        FatalError: unknown scheme, missing file, unreachable source; the message says which.
+    """
+    parsed = urlparse(uri)
+    cache = cache_dir or model_cache_dir()
+    if parsed.scheme == "file":
+        return _existing(Path(parsed.netloc + parsed.path), uri)
+    if parsed.scheme == "pkg":
+        return _from_package(parsed.netloc, parsed.path.lstrip("/"), uri)
+    if parsed.scheme == "s3":
+        return _from_s3(parsed.netloc, parsed.path.lstrip("/"), cache / "s3" / parsed.netloc / parsed.path.lstrip("/"))
+    if parsed.scheme == "hf":
+        return _from_hub(parsed.netloc + parsed.path, cache / "hf")
+    if parsed.scheme == "" and uri:
+        return _existing(Path(uri), uri)
+    raise FatalError(f"unsupported model URI {uri!r}: use file://, pkg://, s3:// or hf://")
+
+
+def _existing(path: Path, uri: str) -> Path:
+    if not path.exists():
+        raise FatalError(f"model {uri!r} not found at {path}")
+    return path
+
+
+def _from_package(package: str, relative: str, uri: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FatalError(f"model {uri!r}: Python package {package!r} is not installed")
+    return _existing(Path(next(iter(spec.submodule_search_locations))) / relative, uri)
+
+
+def _from_hub(repo: str, cache: Path) -> Path:
+    repo_id, _, revision = repo.partition("@")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, revision=revision or None, cache_dir=cache))
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1 and it is not cached)" if offline else ""
+        raise FatalError(f"cannot fetch hf://{repo}{hint}: {type(exc).__name__}: {exc}. "
+                         "Point the model setting at file:// or s3:// weights, or build dev weights "
+                         "with `deskgen models build-dev`.") from None
+
+
+def _from_s3(bucket: str, prefix: str, target: Path) -> Path:
+    if _verified(target):
+        return target
+    from .storage import ObjectStore
+
+    store = ObjectStore.from_env(bucket=bucket)
+    keys = store.list(prefix)
+    if not keys:
+        raise FatalError(f"model s3://{bucket}/{prefix}: no objects under that prefix")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    try:
+        manifest = {}
+        for key in keys:
+            relative = key[len(prefix):].lstrip("/") or Path(key).name
+            dest = staging / relative
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            data = store.get(key)
+            dest.write_bytes(data)
+            manifest[relative] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        (staging / _MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _verified(folder: Path) -> bool:
+    manifest_path = folder / _MANIFEST
+    if not manifest_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    for relative, expected in manifest.items():
+        path = folder / relative
+        if not path.is_file() or path.stat().st_size != expected["size"]:
+            return False
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected["sha256"]:
+            return False
+    return True

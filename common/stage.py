@@ -1,0 +1,95 @@
+"""The contract between the runtime and a stage.
+
+A stage declares what it consumes and produces, loads its model in ``load()`` and turns one
+event into one outcome in ``handle(event, blobs)``. It never touches Kafka, S3 clients, metrics
+or retries: the runtime does, around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+__all__ = ["Blob", "Blobs", "Emit", "Reject", "Outcome", "Stage", "BatchStage"]
+
+
+@dataclass(frozen=True)
+class Blob:
+    """An object the runtime writes to S3 before it produces the stage's event."""
+
+    key: str
+    data: bytes
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Emit:
+    """The stage's normal output.
+
+    ``section`` is merged into the outgoing event's data under the stage's ``section`` name
+    (e.g. ``classification``); the runtime carries job id, image key, request, upload time and
+    timeline forward by itself. ``blobs`` are written (idempotently) before the event is produced.
+    """
+
+    section: dict[str, Any]
+    blobs: tuple[Blob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reject:
+    """The job ends here as a terminal ``rejected`` result (e.g. ``not_desk``): a normal outcome,
+    not an error, so no DLQ record. ``section`` is kept in the result for the backend to read."""
+
+    reason: str
+    detail: str = ""
+    section: dict[str, Any] = field(default_factory=dict)
+
+
+Outcome = Emit | Reject
+
+
+class Blobs(Protocol):
+    """Read access to the job's objects; the runtime fetches, retries and decodes."""
+
+    def read(self, key: str) -> bytes:
+        """Raw bytes of ``key``; InvalidInputError(object_missing) when it does not exist."""
+
+    def image(self, key: str) -> Image.Image:
+        """``key`` through the shared defensive decoder (RGB, EXIF-oriented)."""
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """What the runtime needs from a stage.
+
+    Attributes:
+        name: the service name, ``classifier`` | ``captioner`` | ``generator`` (or a test stage).
+        consumes: the input event kind (``uploaded`` | ``classified`` | ``captioned``).
+        produces: the output event kind (``classified`` | ``captioned`` | ``generated``).
+        section: the key its ``Emit.section`` is stored under in the output data.
+    """
+
+    name: str
+    consumes: str
+    produces: str
+    section: str
+
+    def load(self) -> None:
+        """Load models; called once before the first event. Readiness follows it."""
+
+    def handle(self, event: "Event", blobs: Blobs) -> Outcome:  # noqa: F821
+        """Turn one event into one outcome. May raise InvalidInputError or TransientError."""
+
+
+class BatchStage(Stage, Protocol):
+    """Optional: a stage that scores several waiting events in one forward pass.
+
+    ``handle_batch`` returns one item per event, in order: an ``Outcome`` or the
+    ``InvalidInputError`` that event raised (other events in the batch still succeed).
+    The runtime commits the whole batch in one Kafka transaction, so per-job exactly-once holds.
+    """
+
+    def handle_batch(self, events: list["Event"], blobs: Blobs) -> list["Outcome | Exception"]:  # noqa: F821
+        ...

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real local stack (Kafka + S3) and isolated pipelines on it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "stack"))
+sys.path.insert(0, str(ROOT / "tests"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """The local Kafka broker and S3 server, started if they are not running; their client settings."""
+    import localstack
+
+    localstack.up()
+    access, secret = localstack.s3_credentials()
+    env = {"DESKGEN_KAFKA_BOOTSTRAP_SERVERS": localstack.kafka_bootstrap(),
+           "DESKGEN_S3_ENDPOINT": localstack.s3_endpoint(),
+           "DESKGEN_S3_ACCESS_KEY": access, "DESKGEN_S3_SECRET_KEY": secret}
+    os.environ.update(env)
+    return env
+
+
+@pytest.fixture
+def pipeline(stack, tmp_path, request):
+    """An isolated pipeline (own topics and bucket); its processes are stopped after the test and
+    their logs printed if it failed."""
+    from support.pipeline import Pipeline
+
+    pipe = Pipeline(stack, tmp_path)
+    yield pipe
+    pipe.stop_all()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(pipe.describe_failure())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

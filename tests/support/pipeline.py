@@ -1,0 +1,193 @@
+"""A pipeline under test: its own topics and bucket on the real local stack, stage processes,
+and readers of the results. Used by the integration, e2e and chaos tests."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def photo_bytes(color=(40, 160, 60), size=(96, 64), fmt="JPEG") -> bytes:
+    """A small generated photo; green passes the test classifier, red does not."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@dataclass
+class Service:
+    """One stage process and its log."""
+
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def http_port(self, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"/readyz on [0-9.]+:(\d+)", self.log())
+            if match:
+                return int(match.group(1))
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} never reported its HTTP port:\n{self.log()[-3000:]}")
+
+    def wait_log(self, pattern: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, self.log()):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: {pattern!r} not seen:\n{self.log()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+
+@dataclass
+class Pipeline:
+    """Isolated topics (random prefix) and bucket on the shared local Kafka and S3 servers."""
+
+    base_env: dict[str, str]
+    workdir: Path
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}.")
+    services: list[Service] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.bucket = self.prefix.rstrip(".").replace("_", "-")
+        self.env = {**os.environ, **self.base_env, "DESKGEN_TOPIC_PREFIX": self.prefix,
+                    "DESKGEN_S3_BUCKET": self.bucket, "DESKGEN_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"}
+        os.environ.update({k: self.env[k] for k in ("DESKGEN_TOPIC_PREFIX", "DESKGEN_S3_BUCKET")})
+        from deskgen.common.storage import ObjectStore
+
+        self.store = ObjectStore.from_env(bucket=self.bucket)
+        self.store.ensure_bucket()
+
+    @property
+    def bootstrap(self) -> str:
+        return self.env["DESKGEN_KAFKA_BOOTSTRAP_SERVERS"]
+
+    def topic(self, kind: str) -> str:
+        return f"{self.prefix}{kind}"
+
+    def create_topics(self, partitions: int = 1) -> None:
+        subprocess.run([PYTHON, "-m", "deskgen.common.cli", "topics", "create", "--partitions", str(partitions)],
+                       env=self.env, check=True, capture_output=True, timeout=60)
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def start(self, stage: str, *, instance: str = "0", real: bool = False, **extra_env: str) -> Service:
+        """Start a stage process: a test stage from tests/support/stages.py, or the real service."""
+        command = [PYTHON, "-m", "deskgen.common.cli", "run", stage] if real else \
+            [PYTHON, str(ROOT / "tests" / "support" / "stages.py"), stage]
+        log_path = self.workdir / f"{stage}-{instance}-{len(self.services)}.log"
+        env = {**self.env, "DESKGEN_INSTANCE_ID": instance, **{k: str(v) for k, v in extra_env.items()}}
+        process = subprocess.Popen(command, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+        service = Service(f"{stage}-{instance}", process, log_path)
+        self.services.append(service)
+        return service
+
+    def stop_all(self) -> None:
+        for service in self.services:
+            service.terminate(10)
+
+    # -- the backend's side --------------------------------------------------------------------
+
+    def submit(self, photo: bytes | None = None, *, ext: str = "jpg", **request) -> str:
+        """Upload a photo and publish its `uploaded` event, as a backend does; returns the job id."""
+        from deskgen.common import events
+        from deskgen.common.keys import upload_key
+
+        job_id = uuid.uuid4().hex
+        key = upload_key(job_id, ext)
+        self.store.put(key, photo if photo is not None else photo_bytes(), "image/jpeg")
+        self.publish("uploaded", {"job_id": job_id, "image_key": key, "uploaded_at": events.now(),
+                                  "request": request, "timeline": {}})
+        return job_id
+
+    def publish(self, kind: str, data: dict) -> None:
+        from deskgen.common import events
+
+        record = events.encode(kind, data, source="/tests")
+        self.produce_raw(kind, record.key, record.value, record.headers)
+
+    def produce_raw(self, kind: str, key: bytes | None, value: bytes | None, headers=None) -> None:
+        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True})
+        producer.produce(self.topic(kind), key=key, value=value, headers=headers or [])
+        assert producer.flush(30) == 0, "event not delivered"
+
+    # -- reading what came out -----------------------------------------------------------------
+
+    def read(self, kind: str, *, until=lambda records: False, timeout: float = 60.0, settle: float = 1.0) -> list[dict]:
+        """Every committed record on a topic, from the beginning, until ``until(records)`` holds (then
+        ``settle`` more seconds, so late duplicates show up) or ``timeout``."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                             "isolation.level": "read_committed", "enable.auto.commit": False})
+        topic = self.topic(kind)
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        records: list[dict] = []
+        deadline = time.monotonic() + timeout
+        settle_until = None
+        try:
+            while time.monotonic() < (settle_until or deadline):
+                message = consumer.poll(0.2)
+                if message is not None and not message.error():
+                    records.append({"key": message.key(), "headers": dict(message.headers() or []),
+                                    "data": json.loads(message.value())})
+                if settle_until is None and until(records):
+                    settle_until = time.monotonic() + settle
+        finally:
+            consumer.close()
+        return records
+
+    def results(self, jobs, timeout: float = 90.0, settle: float = 1.0) -> dict[str, list[dict]]:
+        """Terminal results by job id (every job listed, even with none)."""
+        wanted = set(jobs)
+        records = self.read("generated", until=lambda rs: wanted <= {r["data"]["job_id"] for r in rs},
+                            timeout=timeout, settle=settle)
+        by_job: dict[str, list[dict]] = {job: [] for job in wanted}
+        for record in records:
+            by_job.setdefault(record["data"]["job_id"], []).append(record["data"])
+        return by_job
+
+    def dlq(self, count: int, timeout: float = 60.0) -> list[dict]:
+        return [r["data"] for r in self.read("dlq", until=lambda rs: len(rs) >= count, timeout=timeout)]
+
+    def describe_failure(self) -> str:
+        return "\n".join(f"--- {s.name} ---\n{s.log()[-4000:]}" for s in self.services)
+
+
+def dlq_payload(record: dict) -> bytes:
+    return base64.b64decode(record["payload_b64"])

@@ -1,0 +1,86 @@
+"""Small, real stages for testing the runtime: they read the photo from S3 through the shared
+decoder, make a decision from its pixels and write a PNG, with no model.
+
+Run one as a service: ``python tests/support/stages.py classifier|captioner|generator``.
+``TEST_STAGE_SLEEP_S`` makes every job take that long (slow-job and crash tests).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+
+from PIL import ImageStat
+
+from deskgen.common.keys import generated_key
+from deskgen.common.runtime import serve
+from deskgen.common.stage import Blob, Emit, Reject
+
+_MODEL = {"name": "test-stage", "version": "1"}
+
+
+def _pause() -> None:
+    time.sleep(float(os.environ.get("TEST_STAGE_SLEEP_S", "0")))
+
+
+class GreenClassifier:
+    """A photo is a 'desk' when its green channel outweighs its red one."""
+
+    name, consumes, produces, section = "classifier", "uploaded", "classified", "classification"
+    batch_max = 4
+
+    def load(self) -> None:
+        pass
+
+    def handle(self, event, blobs):
+        _pause()
+        red, green, _ = ImageStat.Stat(blobs.image(event.data["image_key"])).mean
+        score = green / max(red + green, 1e-6)
+        section = {"label": "desk" if score >= 0.5 else "not_desk", "score": score, "threshold": 0.5,
+                   "model": _MODEL, "inference_ms": 0.0, "evidence": []}
+        return Emit(section) if score >= 0.5 else Reject("not_desk", f"score {score:.2f} < 0.5", section)
+
+
+class SizeCaptioner:
+    """Captions the photo with its size."""
+
+    name, consumes, produces, section = "captioner", "classified", "captioned", "captioning"
+
+    def load(self) -> None:
+        pass
+
+    def handle(self, event, blobs):
+        _pause()
+        image = blobs.image(event.data["image_key"])
+        text = f"a photo of {image.width} by {image.height} pixels"
+        return Emit({"captions": [{"prompt": "size", "text": text}], "keywords": [{"word": "photo", "count": 1}],
+                     "prompt": text, "negative_prompt": "", "preset": event.data["request"].get("preset", "mix"),
+                     "concept": event.data["request"].get("concept", "BASIC"), "model": _MODEL})
+
+
+class ThumbnailGenerator:
+    """'Generates' a 32×32 thumbnail of the photo and stores it as the job's PNG."""
+
+    name, consumes, produces, section = "generator", "captioned", "generated", "output"
+
+    def load(self) -> None:
+        pass
+
+    def handle(self, event, blobs):
+        _pause()
+        image = blobs.image(event.data["image_key"]).resize((32, 32))
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        preset = event.data["captioning"]["preset"]
+        key = generated_key(event.job_id, preset)
+        return Emit({"image_key": key, "preset": preset, "seed": 0, "steps": 0, "guidance": 0.0, "width": 32,
+                     "height": 32, "scheduler": "none", "model": _MODEL},
+                    blobs=(Blob(key, buffer.getvalue(), "image/png"),))
+
+
+STAGES = {"classifier": GreenClassifier, "captioner": SizeCaptioner, "generator": ThumbnailGenerator}
+
+if __name__ == "__main__":
+    raise SystemExit(serve(STAGES[sys.argv[1]]()))
