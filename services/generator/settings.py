@@ -1,0 +1,96 @@
+"""Generator settings (``DESKGEN_GENERATOR_*``), read once in ``main()``."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["GeneratorSettings", "SCHEDULER_NAMES"]
+
+# "default" is the scheduler saved with the base model; the others are built from its config.
+SCHEDULER_NAMES = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
+
+_PRIVATE_LORA = ("The service LoRAs are private (trained by the original team on 366 desk photos): this "
+                 "placeholder does not resolve; point it at s3:// or file:// weights, or at the dev weights "
+                 "(<dev-models>/generator-tiny/loras/{name}). diffusers or Kohya safetensors; a folder or a file.")
+
+
+class GeneratorSettings(BaseSettings):
+    """Model sources, generation defaults and bounds, and GPU options of the generator."""
+
+    model_config = SettingsConfigDict(env_prefix="DESKGEN_GENERATOR_", extra="ignore", case_sensitive=False)
+
+    model: str = Field("hf://fluently/Fluently-XL-v2",
+                       description="Base SDXL pipeline URI (a diffusers folder: model_index.json and components).")
+    lora_dalle: str = Field("hf://deskgen-private/desk-lora-dalle", description="URI of the 'dalle' LoRA. "
+                            + _PRIVATE_LORA.format(name="dalle"))
+    lora_ott: str = Field("hf://deskgen-private/desk-lora-ott", description="URI of the 'ott' LoRA. "
+                          + _PRIVATE_LORA.format(name="ott"))
+    lora_3d: str = Field("hf://deskgen-private/desk-lora-3d", description="URI of the '3d' LoRA. "
+                         + _PRIVATE_LORA.format(name="3d"))
+    vae: str = Field("", description="Optional URI of a replacement VAE, e.g. an fp16-safe one "
+                     "(hf://madebyollin/sdxl-vae-fp16-fix). Empty: the base model's VAE, upcast to fp32 for "
+                     "decoding when running in fp16.")
+
+    default_preset: str = Field("ott_3d", description="Preset used when neither the request nor the captioner "
+                                "names one (the seed found ott + 3d best for the service).")
+    steps: int = Field(30, ge=1, description="Default denoising steps.")
+    min_steps: int = Field(1, ge=1, description="Fewest steps a request may ask for.")
+    max_steps: int = Field(60, ge=1, description="Most steps a request may ask for.")
+    guidance: float = Field(5.0, ge=0, description="Default classifier-free guidance scale (≤ 1 turns CFG off).")
+    min_guidance: float = Field(0.0, ge=0, description="Lowest guidance a request may ask for.")
+    max_guidance: float = Field(15.0, ge=0, description="Highest guidance a request may ask for.")
+    width: int = Field(1024, ge=8, description="Default image width in pixels.")
+    height: int = Field(1024, ge=8, description="Default image height in pixels.")
+    min_side: int = Field(64, ge=8, description="Smallest width or height a request may ask for.")
+    max_width: int = Field(1536, ge=8, description="Largest width a request may ask for.")
+    max_height: int = Field(1536, ge=8, description="Largest height a request may ask for.")
+    size_multiple: int = Field(8, ge=8, description="Width and height must be multiples of this (the VAE needs 8).")
+    scheduler: str = Field("default", description=f"Default scheduler, one of {', '.join(SCHEDULER_NAMES)}.")
+    allowed_schedulers: list[str] = Field(list(SCHEDULER_NAMES), description="Schedulers a request may name "
+                                          "(JSON list).")
+
+    device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda or cuda:N.")
+    dtype: str = Field("auto", description="auto (float16 on cuda, float32 on cpu), float16, bfloat16, float32.")
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default).")
+    fast_switch: bool = Field(True, description="Switch presets by writing each LoRA layer's scale directly "
+                              "(layers collected once) instead of diffusers' set_adapters, which walks every module.")
+    channels_last: bool = Field(True, description="channels_last memory format for the UNet and VAE on cuda.")
+    compile: bool = Field(False, description="torch.compile the UNet (cuda). Each adapter mix and image size "
+                          "is its own graph, compiled on first use (or by the warm-up at load).")
+    compile_mode: str = Field("max-autotune-no-cudagraphs", description="torch.compile mode.")
+    cpu_offload: bool = Field(False, description="enable_model_cpu_offload: keep only the running component on "
+                              "the GPU (cards under ~12 GB; slower).")
+    vae_tiling: bool = Field(False, description="Decode in tiles to bound VAE memory at large sizes.")
+    warmup: bool = Field(True, description="Generate once at load (default size and preset; every preset "
+                         "when compile is on), so the first job pays no warm-up.")
+    png_compress_level: int = Field(4, ge=0, le=9, description="PNG zlib level of the stored image "
+                                    "(0 fastest, 9 smallest).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GeneratorSettings":
+        unknown = set(self.allowed_schedulers) - set(SCHEDULER_NAMES)
+        if unknown:
+            raise ValueError(f"allowed_schedulers: unknown {sorted(unknown)}; known: {list(SCHEDULER_NAMES)}")
+        if self.scheduler not in self.allowed_schedulers:
+            raise ValueError(f"scheduler {self.scheduler!r} is not in allowed_schedulers")
+        checks = [
+            (self.min_steps <= self.steps <= self.max_steps, "steps must lie in [min_steps, max_steps]"),
+            (self.min_guidance <= self.guidance <= self.max_guidance,
+             "guidance must lie in [min_guidance, max_guidance]"),
+            (self.min_side <= self.width <= self.max_width, "width must lie in [min_side, max_width]"),
+            (self.min_side <= self.height <= self.max_height, "height must lie in [min_side, max_height]"),
+            (self.width % self.size_multiple == 0 and self.height % self.size_multiple == 0,
+             "width and height must be multiples of size_multiple"),
+            (self.size_multiple % 8 == 0, "size_multiple must be a multiple of 8"),
+            (self.dtype in ("auto", "float16", "bfloat16", "float32"), "dtype must be auto, float16, bfloat16 or float32"),
+            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             "device must be auto, cpu, cuda or cuda:N"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+    def lora_uris(self) -> dict[str, str]:
+        return {"dalle": self.lora_dalle, "ott": self.lora_ott, "3d": self.lora_3d}

@@ -1,0 +1,191 @@
+"""Generator benchmark: per-preset latency, peak VRAM and preset-switch cost.
+
+    python tests/bench/bench_generator.py [--quick] [--compile]
+
+With CUDA: the full SDXL architecture (dev weights, built under .cache/dev-models/generator-full
+if missing, or DESKGEN_GENERATOR_MODEL with its LoRAs), 1024², 30 steps: plain diffusers fp16 with
+one preset (the baseline) against the service path, per-preset latency and peak VRAM, and preset
+switch time with set_adapters against the fast switch — all in one run.
+Without CUDA: tiny dev weights on the CPU (latencies say nothing about SDXL speed), and the switch
+cost on the full SDXL module tree built on the meta device (no weights, the same Python work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from deskgen.common.models import dev_models_dir  # noqa: E402
+from deskgen.services.generator.devweights import _SIZES, build_dev  # noqa: E402
+from deskgen.services.generator.model import (AdapterSwitch, GenerationOptions, GeneratorModel,  # noqa: E402
+                                              RuntimeOptions)
+from deskgen.services.generator.presets import evaluation_prompts, load_presets  # noqa: E402
+
+SWITCH_ORDER = ["ott_3d", "dalle_only", "mix", "3d_only", "dalle_ott", "dalle_3d", "ott_only"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--compile", action="store_true", help="(cuda) torch.compile the UNet in the service path")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores, {platform.processor() or '?'})"
+    print(f"# bench_generator — {datetime.datetime.now().isoformat(timespec='minutes')} — "
+          f"{platform.node()}, {device}, torch {torch.__version__}\n")
+    rows = _cuda_rows(args) if cuda else _cpu_rows(args)
+    print("| measurement | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    return 0
+
+
+def _switch_ms(model: GeneratorModel, repeats: int) -> float:
+    presets = model.presets.presets
+    timings = []
+    for _ in range(repeats):
+        for name in SWITCH_ORDER:
+            timings.append(model.activate(presets[name]))
+    return statistics.median(timings)
+
+
+def _latency_rows(model: GeneratorModel, options: GenerationOptions, label: str, cuda: bool) -> list:
+    prompt, negative = evaluation_prompts()[0][0], evaluation_prompts()[1]
+    presets = model.presets
+    model.generate(prompt, negative, presets.presets["ott_3d"], options)  # warm-up
+    rows = []
+    for name in presets.names("seed"):
+        result = model.generate(prompt, negative, presets.presets[name], options)
+        vram = f", peak VRAM {result.peak_gpu_mem_bytes / 1e9:.2f} GB" if cuda else ""
+        rows.append((f"{label}: {name}", f"{result.inference_ms / 1000:.3f} s{vram}"))
+    return rows
+
+
+def _cpu_rows(args) -> list:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = build_dev(pathlib.Path(tmp) / "generator-tiny", size="tiny")
+        loras = {name: str(base / "loras" / name) for name in load_presets().adapters}
+        options = GenerationOptions(steps=2 if args.quick else 4, guidance=5.0, width=64, height=64,
+                                    scheduler="default", seed=1)
+        repeats = 3 if args.quick else 20
+        for fast in (False, True):
+            model = GeneratorModel(str(base), loras, options=RuntimeOptions(device="cpu", fast_switch=fast))
+            model.load()
+            label = "fast switch" if fast else "set_adapters"
+            rows.append((f"tiny/CPU preset switch, {label} (median ms)", f"{_switch_ms(model, repeats):.3f}"))
+            if fast:
+                rows += _latency_rows(model, options, f"tiny/CPU 64², {options.steps} steps latency", cuda=False)
+    rows += _meta_switch_rows(repeats)
+    return rows
+
+
+def _meta_switch_rows(repeats: int) -> list:
+    """Switch cost on the full SDXL module tree (meta tensors: the Python work without the weights)."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    spec = _SIZES["full"]
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, use_linear_projection=True,
+                                    addition_embed_type="text_time", **spec["unet"])
+        text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text_encoder"]))
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**spec["text_encoder_2"]))
+        for name in load_presets().adapters:
+            unet.add_adapter(LoraConfig(r=32, lora_alpha=32, target_modules=["to_q", "to_k", "to_v", "to_out.0"]),
+                             adapter_name=name)
+            for model in (text_encoder, text_encoder_2):
+                model.add_adapter(LoraConfig(r=32, lora_alpha=32,
+                                             target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]),
+                                  adapter_name=name)
+    pipe = StableDiffusionXLPipeline(vae=None, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=None, tokenizer_2=None, unet=unet, scheduler=None)
+    switch = AdapterSwitch((unet, text_encoder, text_encoder_2))
+    mixes = [load_presets().presets[name].mix for name in SWITCH_ORDER]
+    slow, fast = [], []
+    for _ in range(repeats):
+        for mix in mixes:
+            started = time.perf_counter()
+            pipe.set_adapters([n for n, _ in mix], [w for _, w in mix])
+            slow.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            switch.apply(mix)
+            fast.append((time.perf_counter() - started) * 1000)
+    label = f"full SDXL tree on meta ({len(switch)} LoRA layers), preset switch"
+    return [(f"{label}, set_adapters (median ms)", f"{statistics.median(slow):.2f}"),
+            (f"{label}, fast switch (median ms)", f"{statistics.median(fast):.2f}")]
+
+
+def _cuda_rows(args) -> list:
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+
+    base_uri = os.environ.get("DESKGEN_GENERATOR_MODEL")
+    if base_uri:
+        from deskgen.services.generator.settings import GeneratorSettings
+
+        lora_uris = GeneratorSettings().lora_uris()
+    else:
+        base = dev_models_dir() / "generator-full"
+        if not (base / "model_index.json").is_file():
+            build_dev(base, size="full")
+        base_uri = str(base)
+        lora_uris = {name: str(base / "loras" / name) for name in load_presets().adapters}
+    steps = 10 if args.quick else 30
+    options = GenerationOptions(steps=steps, guidance=5.0, width=1024, height=1024, scheduler="default", seed=1)
+    prompt, negative = evaluation_prompts()[0][0], evaluation_prompts()[1]
+    rows = []
+
+    # Baseline: plain diffusers, fp16, one preset (ott_3d) set once.
+    from deskgen.common.models import resolve
+    from deskgen.services.generator.model import lora_file
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(resolve(base_uri), dtype=torch.float16).to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+    for name, uri in lora_uris.items():
+        pipe.load_lora_weights(load_file(str(lora_file(resolve(uri)))), adapter_name=name)
+    pipe.set_adapters(["ott", "3d"], [0.7, 0.5])
+    timings = []
+    for _ in range(2):
+        torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        pipe(prompt, negative_prompt=negative, num_inference_steps=steps, width=1024, height=1024,
+             generator=torch.Generator("cpu").manual_seed(1))
+        timings.append(time.perf_counter() - started)
+    rows.append((f"baseline diffusers fp16, ott_3d, 1024², {steps} steps",
+                 f"{timings[-1]:.2f} s, peak VRAM {torch.cuda.max_memory_allocated() / 1e9:.2f} GB"))
+    del pipe
+    torch.cuda.empty_cache()
+
+    for fast in (False, True):
+        model = GeneratorModel(base_uri, lora_uris, options=RuntimeOptions(
+            device="cuda", fast_switch=fast, compile=args.compile and fast))
+        model.load()
+        label = "fast switch" if fast else "set_adapters"
+        rows.append((f"preset switch, {label} (median ms)", f"{_switch_ms(model, 3 if args.quick else 10):.2f}"))
+        if fast:
+            rows += _latency_rows(model, options, f"service path 1024², {steps} steps"
+                                  + (", compiled" if args.compile else ""), cuda=True)
+        del model
+        torch.cuda.empty_cache()
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+import pytest
+
+from deskgen.common.errors import InvalidInputError
+from deskgen.services.generator.presets import load_presets
+from deskgen.services.generator.settings import GeneratorSettings
+from deskgen.services.generator.stage import derive_seed, resolve_options, resolve_preset
+
+
+def test_defaults_come_from_the_settings_and_the_seed_from_the_job_id(tiny_settings):
+    options = resolve_options({}, tiny_settings, "job-1")
+    assert (options.steps, options.width, options.height, options.scheduler) == (2, 64, 64, "default")
+    assert options.guidance == tiny_settings.guidance
+    assert options.seed == derive_seed("job-1")
+
+
+def test_request_options_within_bounds_win(tiny_settings):
+    request = {"steps": 4, "guidance": 3, "width": 128, "height": 96, "scheduler": "euler_a", "seed": 42}
+    options = resolve_options(request, tiny_settings, "job-1")
+    assert (options.steps, options.guidance, options.width, options.height, options.scheduler, options.seed) == (
+        4, 3.0, 128, 96, "euler_a", 42)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("steps", 0), ("steps", 61), ("steps", "10"), ("steps", 2.5), ("steps", True),
+    ("guidance", -0.5), ("guidance", 15.5), ("guidance", float("nan")), ("guidance", "7"),
+    ("width", 2048), ("width", 100), ("width", 16), ("height", 1600), ("height", 68),
+    ("scheduler", "lms"), ("scheduler", None),
+    ("seed", -1), ("seed", 2**32), ("seed", "1"),
+])
+def test_each_out_of_bounds_field_is_rejected_naming_the_field(tiny_settings, field, value):
+    with pytest.raises(InvalidInputError) as caught:
+        resolve_options({field: value}, tiny_settings, "job-1")
+    assert caught.value.reason == "options_out_of_bounds"
+    assert caught.value.status == "rejected"
+    assert caught.value.detail.startswith(f"{field}=")
+
+
+def test_a_scheduler_outside_the_allowed_list_is_rejected():
+    settings = GeneratorSettings(allowed_schedulers=["default", "euler"], warmup=False)
+    with pytest.raises(InvalidInputError, match="scheduler"):
+        resolve_options({"scheduler": "ddim"}, settings, "job-1")
+
+
+def test_settings_refuse_a_default_outside_their_own_bounds():
+    with pytest.raises(ValueError, match="steps"):
+        GeneratorSettings(steps=100, max_steps=60)
+
+
+def test_seed_derivation_is_stable_and_fits_four_bytes():
+    assert derive_seed("job-1") == derive_seed("job-1") == int.from_bytes(
+        __import__("hashlib").sha256(b"job-1").digest()[:4], "big")
+    assert derive_seed("job-1") != derive_seed("job-2")
+    assert 0 <= derive_seed("x") < 2**32
+
+
+def test_preset_comes_from_the_request_then_the_captioner_then_the_default():
+    table = load_presets()
+    assert resolve_preset(table, {"preset": "mix"}, {"preset": "oil"}, "ott_3d").name == "mix"
+    assert resolve_preset(table, {}, {"preset": "oil"}, "ott_3d").name == "oil"
+    assert resolve_preset(table, {}, {}, "ott_3d").name == "ott_3d"
+
+
+def test_an_unknown_preset_is_rejected():
+    with pytest.raises(InvalidInputError) as caught:
+        resolve_preset(load_presets(), {"preset": "pixel_art"}, {}, "ott_3d")
+    assert (caught.value.reason, caught.value.status) == ("unknown_preset", "rejected")
