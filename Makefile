@@ -42,6 +42,9 @@ test: setup ## all tests: unit, then integration against the real local stack (s
 test-unit: setup ## unit tests only (no broker)
 	$(PY) -m pytest tests/unit
 
+chart-check: setup ## lint, render and validate the Helm chart; check and unit-test the alerts; hadolint the Dockerfiles
+	PY=$(PY) helm/chart-check.sh
+
 bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) stack/localstack.py up
 	$(PY) tests/bench/bench_spine.py

