@@ -1,0 +1,234 @@
+"""Desk-setup scoring: load one classifier in ``load()``, score batches of photos.
+
+A classifier's outputs are read one of two ways (see ``checkpoint.ModelSpec``):
+
+- a 2-class head: score = softmax probability of ``desk``;
+- ImageNet logits only: score = the summed softmax probability of the desk class set in
+  ``desk_classes.json`` (desk, monitor, keyboard, ...), with that file's threshold.
+
+Evidence is the top-5 ImageNet classes when the network has ImageNet outputs, else the head's
+two probabilities. Two inference backends give the same numbers (to ~1e-5): ``torch`` (BatchNorm
+folded, channels-last) and ``onnxruntime`` (the network exported to ONNX at load time; several
+times faster on CPUs), ``auto`` picks ONNX Runtime when it is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models import VGG16_Weights
+
+from deskgen.common.errors import FatalError
+from deskgen.common.models import resolve
+
+from .checkpoint import ModelSpec, load_checkpoint
+from .networks import IMAGENET_CLASSES, Preprocessing, preprocessing_for
+from .settings import DEFAULT_MODEL_URI
+
+__all__ = ["CLASS_SET_FILE", "IMAGENET_NAMES", "BACKENDS", "ClassSet", "Score",
+           "DeskClassifier", "decide"]
+
+CLASS_SET_FILE = Path(__file__).with_name("desk_classes.json")
+IMAGENET_NAMES: list[str] = VGG16_Weights.IMAGENET1K_V1.meta["categories"]
+BACKENDS = ("auto", "torch", "onnxruntime")
+EVIDENCE_TOP_K = 5
+
+_log = logging.getLogger(__name__)
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def decide(score: float, threshold: float) -> str:
+    """``desk`` when ``score >= threshold``, else ``not_desk``."""
+    return "desk" if score >= threshold else "not_desk"
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """The ImageNet classes whose summed probability scores "desk setup" (desk_classes.json)."""
+
+    classes: tuple[str, ...]
+    indices: tuple[int, ...]
+    threshold: float
+    version: int
+
+    @classmethod
+    def load(cls, path: Path = CLASS_SET_FILE) -> ClassSet:
+        data = json.loads(path.read_text())
+        if data.get("aggregation") != "sum_of_softmax":
+            raise FatalError(f"{path}: unsupported aggregation {data.get('aggregation')!r}")
+        names = tuple(data["classes"])
+        unknown = [name for name in names if IMAGENET_NAMES.count(name) != 1]
+        if unknown:
+            raise FatalError(f"{path}: not (unique) ImageNet class names: {unknown}")
+        return cls(names, tuple(IMAGENET_NAMES.index(n) for n in names), float(data["threshold"]),
+                   int(data["version"]))
+
+
+@dataclass(frozen=True)
+class Score:
+    """One photo's result: the desk score, its evidence, and the forward pass that scored it."""
+
+    score: float
+    evidence: list[dict[str, float | str]]
+    inference_ms: float
+    batch_size: int
+
+
+class DeskClassifier:
+    """A desk-setup classifier named by a model URI; nothing heavy happens before ``load()``.
+
+    Args:
+        uri: model URI (``pkg://``, ``file://``, ``s3://``, ``hf://`` or a path).
+        arch: architecture of a bare weights file (default ``efficientnet_lite0``); a checkpoint
+            folder names its own, and a different explicit value here is a FatalError.
+        backend: ``auto`` | ``torch`` | ``onnxruntime``.
+        threshold: overrides the model's (or class set's) threshold.
+        threads: CPU threads for inference (None: the library default, one per core).
+        max_batch: most images in one forward pass; longer lists are scored in chunks.
+        head_classes: output order of a bare weights file's 2-class head.
+    """
+
+    def __init__(self, uri: str = DEFAULT_MODEL_URI, *, arch: str | None = None, backend: str = "auto",
+                 threshold: float | None = None, threads: int | None = None, max_batch: int = 8,
+                 head_classes: Sequence[str] = ("desk", "not_desk"), class_set: Path = CLASS_SET_FILE):
+        if backend not in BACKENDS:
+            raise FatalError(f"unknown classifier backend {backend!r}; expected one of {BACKENDS}")
+        self.uri = uri
+        self.arch = arch
+        self.backend = backend
+        self.threshold_override = threshold
+        self.threads = threads
+        self.max_batch = max_batch
+        self.head_classes = tuple(head_classes)
+        self.class_set_file = class_set
+        self.spec: ModelSpec | None = None
+        self.active_backend: str | None = None
+        self.load_seconds: float | None = None
+        self._preprocess: Preprocessing | None = None
+        self._class_set: ClassSet | None = None
+        self._run: Runner | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._run is not None
+
+    @property
+    def threshold(self) -> float:
+        if self.threshold_override is not None:
+            return self.threshold_override
+        spec = self._require_spec()
+        if spec.classes:
+            return spec.threshold if spec.threshold is not None else 0.5
+        return self._class_set.threshold
+
+    @property
+    def card(self) -> dict[str, str]:
+        """``{name, version, uri}`` of the loaded model, for the event."""
+        spec = self._require_spec()
+        version = spec.version if spec.classes else f"{spec.version}+classes.{self._class_set.version}"
+        return {"name": spec.name, "version": version, "uri": self.uri}
+
+    def load(self) -> None:
+        """Resolve the URI, build the network, prepare the backend. Idempotent."""
+        if self.loaded:
+            return
+        started = time.perf_counter()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        spec, network = load_checkpoint(resolve(self.uri), arch=self.arch or "efficientnet_lite0",
+                                        head_classes=self.head_classes, expected_arch=self.arch)
+        self._class_set = ClassSet.load(self.class_set_file) if not spec.classes else None
+        self._preprocess = preprocessing_for(spec.arch)
+        network.fold_batchnorm()
+        backend = self._pick_backend()
+        self._run = _onnx_runner(network, self._preprocess.size, self.threads) if backend == "onnxruntime" \
+            else _torch_runner(network)
+        self.spec, self.active_backend = spec, backend
+        self.load_seconds = time.perf_counter() - started
+        _log.info("classifier %s (%s) loaded with %s in %.1fs", spec.name, spec.version, backend, self.load_seconds)
+
+    def score(self, images: Sequence[Image.Image]) -> list[Score]:
+        """Score RGB images, ``max_batch`` per forward pass; one Score per image, in order."""
+        if self._run is None:
+            raise RuntimeError("DeskClassifier.load() has not been called")
+        results: list[Score] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start:start + self.max_batch]
+            started = time.perf_counter()
+            logits = self._run(self._preprocess(chunk))
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            results += [Score(score, evidence, elapsed_ms, len(chunk)) for score, evidence in self._read(logits)]
+        return results
+
+    def _read(self, logits: torch.Tensor) -> list[tuple[float, list[dict[str, float | str]]]]:
+        spec = self._require_spec()
+        logits = logits.float()
+        imagenet = logits[:, :IMAGENET_CLASSES].softmax(1) if spec.imagenet else None
+        head = logits[:, IMAGENET_CLASSES if spec.imagenet else 0:].softmax(1) if spec.classes else None
+        read = []
+        for row in range(logits.shape[0]):
+            if head is not None:
+                score = float(head[row, spec.classes.index("desk")])
+            else:
+                score = float(imagenet[row, list(self._class_set.indices)].sum())
+            if imagenet is not None:
+                top = imagenet[row].topk(EVIDENCE_TOP_K)
+                evidence = [{"label": IMAGENET_NAMES[i], "prob": round(float(p), 6)}
+                            for p, i in zip(top.values, top.indices)]
+            else:
+                evidence = sorted(({"label": name, "prob": round(float(p), 6)}
+                                   for name, p in zip(spec.classes, head[row])), key=lambda e: -e["prob"])
+            read.append((score, evidence))
+        return read
+
+    def _pick_backend(self) -> str:
+        available = all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnxscript"))
+        if self.backend == "onnxruntime" and not available:
+            raise FatalError("classifier backend onnxruntime needs the packages onnxruntime and onnxscript")
+        if self.backend == "auto":
+            return "onnxruntime" if available else "torch"
+        return self.backend
+
+    def _require_spec(self) -> ModelSpec:
+        if self.spec is None:
+            raise RuntimeError("DeskClassifier.load() has not been called")
+        return self.spec
+
+
+def _torch_runner(network: nn.Module) -> Runner:
+    network = network.to(memory_format=torch.channels_last)
+
+    def run(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return network(pixels.contiguous(memory_format=torch.channels_last))
+    return run
+
+
+def _onnx_runner(network: nn.Module, size: int, threads: int | None) -> Runner:
+    import onnxruntime
+
+    example = torch.zeros(2, 3, size, size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(network, (example,), dynamo=True, verbose=False, optimize=True,
+                                    input_names=["pixels"], output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+
+    def run(pixels: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"pixels": pixels.numpy()})[0])
+    return run

@@ -1,0 +1,68 @@
+"""The classifier stage: ``uploaded`` photo → ``classified`` (a desk setup) or a ``not_desk`` rejection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deskgen.common.errors import InvalidInputError
+from deskgen.common.events import Event
+from deskgen.common.stage import Blobs, Emit, Outcome, Reject
+
+from .model import DeskClassifier, Score, decide
+
+__all__ = ["ClassifierStage"]
+
+
+class ClassifierStage:
+    """Scores each uploaded photo; below the threshold the job ends as ``rejected: not_desk``.
+
+    ``handle_batch`` decodes every photo, scores the decodable ones in one forward pass (chunks of
+    the model's ``max_batch``) and puts an undecodable photo's InvalidInputError in its own slot.
+    """
+
+    name = "classifier"
+    consumes = "uploaded"
+    produces = "classified"
+    section = "classification"
+
+    def __init__(self, model: DeskClassifier):
+        self.model = model
+        self.batch_max = model.max_batch
+
+    def load(self) -> None:
+        self.model.load()
+
+    def handle(self, event: Event, blobs: Blobs) -> Outcome:
+        outcome = self.handle_batch([event], blobs)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def handle_batch(self, events: list[Event], blobs: Blobs) -> list[Outcome | Exception]:
+        outcomes: list[Outcome | Exception | None] = [None] * len(events)
+        images, slots = [], []
+        for slot, event in enumerate(events):
+            try:
+                images.append(blobs.image(event.data["image_key"]))
+                slots.append(slot)
+            except InvalidInputError as exc:
+                outcomes[slot] = exc
+        for slot, score in zip(slots, self.model.score(images) if images else []):
+            outcomes[slot] = self._outcome(score)
+        return outcomes
+
+    def _outcome(self, score: Score) -> Outcome:
+        threshold = self.model.threshold
+        section: dict[str, Any] = {
+            "label": decide(score.score, threshold),
+            "score": round(score.score, 6),
+            "threshold": threshold,
+            "model": self.model.card,
+            "inference_ms": round(score.inference_ms, 3),
+            "evidence": score.evidence,
+            "batch_size": score.batch_size,
+        }
+        if section["label"] == "desk":
+            return Emit(section=section)
+        return Reject(reason="not_desk", section=section,
+                      detail=f"desk score {score.score:.3f} is below the threshold {threshold:.3f}")
