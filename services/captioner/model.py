@@ -1,0 +1,241 @@
+"""BLIP captioning: one image, several conditional prompts, one vision pass, one batched ``generate``.
+
+``BlipForConditionalGeneration.generate`` encodes the image once per sequence and expects every
+prompt in a batch to have the same length (it overwrites column 0 with the bos token and drops the
+last column). Here the image is encoded once, its embeddings are shared by all prompts, and the
+prompts are left-padded as ``[DEC] prompt…`` — exactly the ids BLIP's own ``generate`` builds from
+``[CLS] prompt… [SEP]`` — so the text decoder's ``generate`` runs them as one batch. Position ids
+follow the attention mask, so each row decodes as it would alone (a unit test checks this against
+BLIP's own ``generate``). Decoding is deterministic: greedy or beam search, never sampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from PIL import Image
+from transformers import BlipForConditionalGeneration, BlipProcessor
+
+from deskgen.common.errors import FatalError
+from deskgen.common.models import resolve
+
+from .devweights import DEV_MARKER
+
+__all__ = ["Caption", "CaptionResult", "BlipCaptioner", "PRECISIONS", "auto_precision"]
+
+# fp32 everywhere; bf16 on GPUs and CPUs with native bf16 (elsewhere it is emulated and very slow);
+# fp16 on GPUs; int8 = dynamic int8 quantisation (per output channel) of every Linear layer, CPU only.
+# auto = fp16 on a GPU; on a CPU bf16 where native, else int8.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Caption:
+    prompt: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    captions: list[Caption]
+    timings: dict[str, float]
+
+
+class BlipCaptioner:
+    """Loads a BLIP captioning model from a URI and captions one image with fixed prompts.
+
+    Args:
+        uri: model URI (``hf://``, ``s3://``, ``file://``, ``pkg://``), see ``deskgen.common.models``.
+        prompts: the conditional prompts, run as one batch; ``""`` means unconditional.
+        max_new_tokens: upper bound of generated tokens per prompt.
+        min_new_tokens: lower bound (benchmarks set it to ``max_new_tokens`` so runs compare).
+        num_beams: 1 = greedy; more = beam search. Never sampling.
+        precision: one of ``PRECISIONS``; ``auto`` is resolved here (see ``auto_precision``).
+        device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        prompts: list[str] | tuple[str, ...],
+        *,
+        max_new_tokens: int = 20,
+        min_new_tokens: int = 0,
+        num_beams: int = 1,
+        precision: str = "fp32",
+        device: str = "cpu",
+    ):
+        if not prompts:
+            raise ValueError("at least one prompt is needed")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1 or num_beams < 1:
+            raise ValueError("need 0 <= min_new_tokens <= max_new_tokens, max_new_tokens >= 1, num_beams >= 1")
+        self.uri = uri
+        self.prompts = tuple(prompts)
+        self.max_new_tokens = max_new_tokens
+        self.min_new_tokens = min_new_tokens
+        self.num_beams = num_beams
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   "cpu" if device == "auto" else device)
+        self.precision = precision = auto_precision(self.device) if precision == "auto" else precision
+        if precision == "int8" and self.device.type != "cpu":
+            raise ValueError("int8 dynamic quantisation runs on the CPU only")
+        if precision == "fp16" and self.device.type == "cpu":
+            raise ValueError("fp16 is for GPUs; use bf16 or int8 on the CPU")
+        self.model: BlipForConditionalGeneration | None = None
+        self.processor: BlipProcessor | None = None
+        self.weights = "real"
+        self.info: dict[str, str] = {}
+        self.load_ms = 0.0
+        self._prompt_ids = self._prompt_mask = torch.empty(0, dtype=torch.long)
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self) -> None:
+        """Resolve the URI and load model + processor; idempotent. FatalError if unusable."""
+        if self.loaded:
+            return
+        started = time.perf_counter()
+        directory = resolve(self.uri)
+        try:
+            self.processor = BlipProcessor.from_pretrained(directory)
+            model = BlipForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise FatalError(f"cannot load BLIP from {self.uri} ({directory}): {exc}") from None
+        self.model = self._prepare(model.eval())
+        self.weights = _weights_kind(directory)
+        self.info = {"name": _model_name(self.uri), "version": _weights_digest(directory), "uri": self.uri}
+        self._prompt_ids, self._prompt_mask = self._encode_prompts()
+        self.load_ms = (time.perf_counter() - started) * 1000
+
+    def _prepare(self, model: BlipForConditionalGeneration) -> torch.nn.Module:
+        if self.precision == "int8":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+                from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+                return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig})
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        return model.to(device=self.device, dtype=dtype)
+
+    def _encode_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        tokenizer = self.processor.tokenizer
+        text_config = self.model.config.text_config
+        rows = [[text_config.bos_token_id] + tokenizer(p, add_special_tokens=False).input_ids for p in self.prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), text_config.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):  # left padding: every row ends where its new tokens begin
+            ids[i, width - len(row):] = torch.tensor(row)
+            mask[i, width - len(row):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision, torch.float32)
+
+    def pixel_values(self, image: Image.Image) -> torch.Tensor:
+        """The image as BLIP's processor prepares it, on the model's device and dtype."""
+        pixels = self.processor.image_processor(images=image.convert("RGB"), return_tensors="pt").pixel_values
+        return pixels.to(self.device, self._dtype)
+
+    @torch.inference_mode()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """BLIP's vision encoder: pixels (n, 3, h, w) → image embeddings (n, patches + 1, width)."""
+        return self.model.vision_model(pixel_values=pixels)[0]
+
+    @torch.inference_mode()
+    def generate(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Every prompt in one batched ``generate``; one image's embeddings (1, …) are shared by all rows."""
+        config = self.model.config.text_config
+        if image_embeds.shape[0] == 1:
+            image_embeds = image_embeds.expand(len(self.prompts), -1, -1)
+        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        return self.model.text_decoder.generate(
+            input_ids=self._prompt_ids,
+            attention_mask=self._prompt_mask,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_mask,
+            eos_token_id=config.sep_token_id,
+            pad_token_id=config.pad_token_id,
+            max_new_tokens=self.max_new_tokens,
+            min_new_tokens=self.min_new_tokens,
+            num_beams=self.num_beams,
+            do_sample=False,
+        )
+
+    def caption(self, image: Image.Image) -> CaptionResult:
+        """Caption ``image`` with every prompt; texts are decoded as BLIP does (prompt echoed)."""
+        if not self.loaded:
+            raise RuntimeError("call load() first")
+        started = time.perf_counter()
+        pixels = self.pixel_values(image)
+        prepared = time.perf_counter()
+        image_embeds = self.encode_image(pixels)
+        encoded = time.perf_counter()
+        sequences = self.generate(image_embeds)
+        generated = time.perf_counter()
+        texts = self.decode(sequences)
+        decoded = time.perf_counter()
+        return CaptionResult(
+            captions=[Caption(p, t) for p, t in zip(self.prompts, texts)],
+            timings={
+                "preprocess_ms": (prepared - started) * 1000,
+                "vision_ms": (encoded - prepared) * 1000,
+                "generate_ms": (generated - encoded) * 1000,
+                "inference_ms": (generated - prepared) * 1000,
+                "decode_ms": (decoded - generated) * 1000,
+            },
+        )
+
+    def decode(self, sequences: torch.Tensor) -> list[str]:
+        """Token ids → text, without bos/pad/sep, whatever the tokenizer marks as special."""
+        config = self.model.config.text_config
+        dropped = {config.bos_token_id, config.pad_token_id, config.sep_token_id}
+        rows = [[t for t in row if t not in dropped] for row in sequences.tolist()]
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+
+def auto_precision(device: torch.device) -> str:
+    """fp16 on a GPU; on a CPU bf16 where the CPU computes it natively (AVX-512 BF16 or AMX), else int8."""
+    if device.type == "cuda":
+        return "fp16"
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").open()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "int8"
+
+
+def _weights_kind(directory: Path) -> str:
+    marker = directory / DEV_MARKER
+    if marker.is_file():
+        return json.loads(marker.read_text()).get("weights", "dev-random")
+    return "real"
+
+
+def _model_name(uri: str) -> str:
+    path = urlparse(uri).path.rstrip("/") or uri
+    return path.rsplit("/", 1)[-1].split("@", 1)[0] or uri
+
+
+def _weights_digest(directory: Path) -> str:
+    """``sha256:<12 hex>`` over the weight files: the version of what actually ran."""
+    digest = hashlib.sha256()
+    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+    for path in files:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:12]}"

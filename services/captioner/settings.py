@@ -1,0 +1,39 @@
+"""Captioner settings, from ``DESKGEN_CAPTIONER_*`` environment variables (read once, in ``main``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CaptionerSettings", "SEED_PROMPTS"]
+
+# The original team's three conditional prompts (DESIGN.md §1).
+SEED_PROMPTS = ("This is a photo of", "Q: What objects are on the desk? A:", "desk_setup:")
+
+
+class CaptionerSettings(BaseSettings):
+    """The BLIP captioner: model source, prompts, decoding bounds, precision and device."""
+
+    model_config = SettingsConfigDict(env_prefix="DESKGEN_CAPTIONER_", extra="ignore", case_sensitive=False)
+
+    model: str = Field("hf://Salesforce/blip-image-captioning-base",
+                       description="BLIP captioning model URI (hf://, s3://, file://, pkg://); dev weights: "
+                                   "file://<repo>/.cache/dev-models/captioner-tiny.")
+    prompts: list[str] = Field(default_factory=lambda: list(SEED_PROMPTS), min_length=1, max_length=8,
+                               description='Conditional prompts, run as one batch, as JSON list; "" = unconditional.')
+    max_new_tokens: int = Field(20, ge=1, le=128, description="Most tokens BLIP generates per prompt.")
+    num_beams: int = Field(1, ge=1, le=8, description="1 = greedy decoding, more = beam search (never sampling).")
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
+        "auto", description="auto = fp16 on a GPU; on a CPU bf16 where native (AVX-512 BF16, AMX), else int8 "
+                            "(dynamic per-channel quantisation of the Linear layers). Or fp32 anywhere.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where BLIP runs; auto = cuda when present.")
+    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's own choice).")
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_are_short(cls, prompts: list[str]) -> list[str]:
+        if any(len(p) > 200 for p in prompts):
+            raise ValueError("a prompt may have at most 200 characters")
+        return prompts

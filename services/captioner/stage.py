@@ -1,0 +1,53 @@
+"""The captioner stage: a desk photo → captions → weighted objects → the generator's prompt."""
+
+from __future__ import annotations
+
+from deskgen.common.events import Event
+from deskgen.common.stage import Blobs, Emit
+
+from .keywords import extract_keywords
+from .model import BlipCaptioner
+from .prompts import ConceptBook, build_prompt, concept_book, select_concept
+
+__all__ = ["CaptionerStage"]
+
+
+class CaptionerStage:
+    """Consumes ``classified`` (desk photos), produces ``captioned`` with the ``captioning`` section.
+
+    Section: ``captions`` [{prompt, text}], ``keywords`` [{word, count}], ``prompt``,
+    ``negative_prompt``, ``preset``, ``concept``, ``theme`` (WEEKDAY's day, else null), ``model``
+    {name, version, uri}, ``weights`` (``real`` | ``dev-random``) and ``timings`` (ms).
+    """
+
+    name = "captioner"
+    consumes = "classified"
+    produces = "captioned"
+    section = "captioning"
+
+    def __init__(self, captioner: BlipCaptioner, concepts: ConceptBook | None = None):
+        self.captioner = captioner
+        self.concepts = concepts or concept_book()
+
+    def load(self) -> None:
+        self.captioner.load()
+
+    def handle(self, event: Event, blobs: Blobs) -> Emit:
+        data = event.data
+        request = data.get("request") or {}
+        select_concept(request, data["uploaded_at"], self.concepts)  # a bad request fails before BLIP runs
+        result = self.captioner.caption(blobs.image(data["image_key"]))
+        keywords = extract_keywords([(c.prompt, c.text) for c in result.captions])
+        plan = build_prompt(keywords, request, data["uploaded_at"], self.concepts)
+        return Emit(section={
+            "captions": [{"prompt": c.prompt, "text": c.text} for c in result.captions],
+            "keywords": [{"word": k.word, "count": k.count} for k in keywords],
+            "prompt": plan.prompt,
+            "negative_prompt": plan.negative_prompt,
+            "preset": plan.preset,
+            "concept": plan.concept,
+            "theme": plan.theme,
+            "model": dict(self.captioner.info),
+            "weights": self.captioner.weights,
+            "timings": {name: round(ms, 2) for name, ms in result.timings.items()},
+        })
