@@ -238,3 +238,7 @@ def _config(args: argparse.Namespace, rest: list[str]) -> int:
         for variable, default, meaning in describe(section):
             print(f"| `{variable}` | `{default}` | {meaning} |" if default else f"| `{variable}` | | {meaning} |")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,10 +21,7 @@ def stack():
     import localstack
 
     localstack.up()
-    access, secret = localstack.s3_credentials()
-    env = {"DESKGEN_KAFKA_BOOTSTRAP_SERVERS": localstack.kafka_bootstrap(),
-           "DESKGEN_S3_ENDPOINT": localstack.s3_endpoint(),
-           "DESKGEN_S3_ACCESS_KEY": access, "DESKGEN_S3_SECRET_KEY": secret}
+    env = localstack.deskgen_env()
     os.environ.update(env)
     return env
 
@@ -48,3 +45,11 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def dev_models(stack):
+    """Settings for the real services with tiny dev weights (built once, kept in .cache/dev-models)."""
+    from devenv import dev_model_env
+
+    return dev_model_env()

