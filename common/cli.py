@@ -193,8 +193,8 @@ def format_result(result: dict) -> str:
         parts.append(f"image={output['image_key']} preset={output['preset']} {output['width']}x{output['height']}")
     else:
         parts.append(f"reason={result.get('reason')} ({result.get('detail', '')[:120]})")
-    timeline = result.get("timeline", {})
-    stages = " | ".join(f"{name} {entry.get('handle_ms', 0) / 1000:.2f}s" for name, entry in timeline.items())
+    timeline = sorted(result.get("timeline", {}).items(), key=lambda item: item[1].get("received", ""))
+    stages = " | ".join(f"{name} {entry.get('handle_ms', 0) / 1000:.2f}s" for name, entry in timeline)
     if result.get("uploaded_at"):
         from datetime import datetime
 

@@ -41,6 +41,7 @@ def make_consumer(kafka: KafkaSettings, stage_name: str, *, stats_cb: Callable[[
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
         "session.timeout.ms": kafka.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, min(3000, kafka.session_timeout_ms // 3)),
         "max.poll.interval.ms": kafka.max_poll_interval_ms,
         "fetch.wait.max.ms": 50,
         "error_cb": error_cb or _log_client_error,

@@ -1,0 +1,125 @@
+"""The three real services (real code paths; tiny dev weights where no real weights ship) on the real stack."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from deskgen.common import events
+from samples import draw_desk
+from support.pipeline import photo_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _classified(pipeline, job_id: str, **request) -> None:
+    """Publish a `classified` event for a drawn desk photo, as the classifier would."""
+    key = f"uploads/{job_id}/original.png"
+    pipeline.store.put(key, _png(draw_desk(seed=3)), "image/png")
+    pipeline.publish("classified", {
+        "job_id": job_id, "image_key": key, "uploaded_at": events.now(), "request": request,
+        "timeline": {"classifier": {"received": events.now(), "finished": events.now()}},
+        "classification": {"label": "desk", "score": 0.3, "threshold": 0.15, "inference_ms": 9.0,
+                           "model": {"name": "published-by-test", "version": "1"}}})
+
+
+def test_classifier_lets_a_desk_through_and_rejects_a_coffee_cup(pipeline):
+    from skimage import data
+
+    pipeline.create_topics()
+    pipeline.start("classifier", real=True)
+    buffer = io.BytesIO()
+    Image.fromarray(data.coffee()).save(buffer, "JPEG")
+    desk = pipeline.submit(_png(draw_desk(seed=5)), ext="png")
+    coffee = pipeline.submit(buffer.getvalue())
+
+    results = pipeline.results([coffee], timeout=180)
+    classified = pipeline.read("classified", until=lambda rs: any(r["data"]["job_id"] == desk for r in rs))
+
+    assert [(r["status"], r["reason"]) for r in results[coffee]] == [("rejected", "not_desk")]
+    assert results[coffee][0]["classification"]["evidence"][0]["label"] == "espresso"
+    [desk_event] = [r["data"] for r in classified if r["data"]["job_id"] == desk]
+    classification = desk_event["classification"]
+    assert classification["label"] == "desk" and classification["score"] >= classification["threshold"]
+    assert classification["model"]["name"].startswith("efficientnet_lite0")
+
+
+def test_classifier_threshold_is_configurable(pipeline):
+    pipeline.create_topics()
+    pipeline.start("classifier", real=True, DESKGEN_CLASSIFIER_THRESHOLD="0.0")
+    job = pipeline.submit(photo_bytes((220, 30, 30)))  # a plain red picture: no desk, but the bar is 0
+
+    classified = pipeline.read("classified", until=lambda rs: any(r["data"]["job_id"] == job for r in rs))
+
+    assert [r["data"]["classification"]["threshold"] for r in classified] == [0.0]
+
+
+def test_captioner_turns_a_classified_photo_into_a_prompt(pipeline, dev_models):
+    pipeline.create_topics()
+    pipeline.start("captioner", real=True, **dev_models)
+    _classified(pipeline, "job-caption", concept="OIL")
+
+    captioned = pipeline.read("captioned", until=lambda rs: len(rs) >= 1, timeout=180)
+
+    [event] = [r["data"] for r in captioned]
+    captioning = event["captioning"]
+    assert [c["prompt"] for c in captioning["captions"]] == [
+        "This is a photo of", "Q: What objects are on the desk? A:", "desk_setup:"]
+    assert (captioning["concept"], captioning["preset"], captioning["weights"]) == ("OIL", "oil", "dev-random")
+    assert "painting" not in captioning["negative_prompt"] and captioning["prompt"]
+    assert event["classification"]["model"]["name"] == "published-by-test"  # carried forward
+    assert list(event["timeline"]) == ["classifier", "captioner"]
+
+
+def test_generator_stores_a_png_of_the_requested_size(pipeline, dev_models):
+    pipeline.create_topics()
+    pipeline.start("generator", real=True, **dev_models)
+    prompt = "a clean modern desk setup with a large monitor"
+    for job, request in (("job-gen", {"width": 96, "height": 64, "preset": "dalle_ott"}),
+                         ("job-bad-steps", {"steps": 500})):
+        pipeline.publish("captioned", {
+            "job_id": job, "image_key": f"uploads/{job}/original.png", "uploaded_at": events.now(),
+            "request": request, "timeline": {},
+            "captioning": {"captions": [], "keywords": [], "prompt": prompt, "negative_prompt": "blurry",
+                           "preset": "basic", "concept": "BASIC", "model": {"name": "t", "version": "1"}}})
+
+    results = pipeline.results(["job-gen", "job-bad-steps"], timeout=180)
+
+    [result] = results["job-gen"]
+    assert result["status"] == "succeeded", result
+    output = result["output"]
+    assert output["image_key"] == "generated/job-gen/dalle_ott.png"
+    assert output["adapters"] == {"dalle": 0.7, "ott": 0.5}
+    image = Image.open(io.BytesIO(pipeline.store.get(output["image_key"])))
+    assert (image.format, image.size) == ("PNG", (96, 64))
+    [bad] = results["job-bad-steps"]
+    assert (bad["status"], bad["reason"]) == ("rejected", "options_out_of_bounds")
+    assert "steps=500" in bad["detail"]
+
+
+def test_generator_job_longer_than_the_poll_interval_does_not_rebalance(pipeline, dev_models):
+    pipeline.create_topics()
+    generator = pipeline.start("generator", real=True, **dev_models, DESKGEN_KAFKA_SESSION_TIMEOUT_MS="2000",
+                               DESKGEN_KAFKA_MAX_POLL_INTERVAL_MS="2500")
+    jobs = ["job-slow-1", "job-slow-2"]
+    for job in jobs:  # 60 steps at 256² on the tiny model: several times the 2.5 s poll interval
+        pipeline.publish("captioned", {
+            "job_id": job, "image_key": f"uploads/{job}/original.png", "uploaded_at": events.now(),
+            "request": {"steps": 60, "width": 256, "height": 256}, "timeline": {},
+            "captioning": {"captions": [], "keywords": [], "prompt": "a desk", "negative_prompt": "",
+                           "preset": "mix", "concept": "BASIC", "model": {"name": "t", "version": "1"}}})
+
+    results = pipeline.results(jobs, timeout=300, settle=3.0)
+
+    assert {job: [r["status"] for r in rs] for job, rs in results.items()} == {j: ["succeeded"] for j in jobs}
+    slowest = max(r[0]["timeline"]["generator"]["handle_ms"] for r in results.values())
+    assert slowest > 2500, f"the job was not slow enough to prove anything ({slowest:.0f} ms)"
+    assert "revoked" not in generator.log()
