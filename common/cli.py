@@ -236,6 +236,7 @@ def _config(args: argparse.Namespace, rest: list[str]) -> int:
     print("| variable | default | meaning |\n|---|---|---|")
     for section in sections:
         for variable, default, meaning in describe(section):
+            meaning = meaning.replace("|", "\\|")
             print(f"| `{variable}` | `{default}` | {meaning} |" if default else f"| `{variable}` | | {meaning} |")
     return 0
 

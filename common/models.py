@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import FatalError
+from .settings import RuntimeSettings, load
 
 __all__ = ["resolve", "dev_models_dir", "model_cache_dir"]
 
@@ -30,13 +31,13 @@ _MANIFEST = ".deskgen-manifest.json"
 
 
 def model_cache_dir() -> Path:
-    """``$DESKGEN_MODEL_CACHE`` or ``~/.cache/deskgen/models``."""
-    return Path(os.environ.get("DESKGEN_MODEL_CACHE", Path.home() / ".cache" / "deskgen" / "models"))
+    """``DESKGEN_MODEL_CACHE``: where downloaded models are cached."""
+    return load(RuntimeSettings).model_cache
 
 
 def dev_models_dir() -> Path:
-    """``$DESKGEN_DEV_MODELS`` or ``./.cache/dev-models``: where dev weights are built."""
-    return Path(os.environ.get("DESKGEN_DEV_MODELS", Path(".cache") / "dev-models")).resolve()
+    """``DESKGEN_DEV_MODELS``: where dev weights are built."""
+    return load(RuntimeSettings).dev_models.resolve()
 
 
 def resolve(uri: str, *, cache_dir: Path | None = None) -> Path:

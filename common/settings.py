@@ -6,6 +6,7 @@ secrets folder (``DESKGEN_SECRETS_DIR``, one file per variable name in lower cas
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -98,7 +99,7 @@ class RuntimeSettings(BaseSettings):
     model_config = _config("DESKGEN_")
 
     topic_prefix: str = Field("deskgen.", description="Topic names are prefix + uploaded|classified|captioned|generated|dlq.")
-    instance_id: str = Field(default_factory=socket.gethostname, description="Stable id of this instance (pod name); the Kafka transactional id is <group>-<instance_id>, so a restarted instance fences its crashed predecessor at once.")
+    instance_id: str = Field(default_factory=socket.gethostname, json_schema_extra={"shown_default": "host name"}, description="Stable id of this instance (pod name); the Kafka transactional id is <group>-<instance_id>, so a restarted instance fences its crashed predecessor at once.")
     http_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz (0.0.0.0 in a cluster).")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz (0 picks a free one).")
     batch_max: int | None = Field(None, ge=1, le=256, description="Most events handled in one batch and one transaction (default: the stage's own).")
@@ -108,7 +109,7 @@ class RuntimeSettings(BaseSettings):
     retry_max_ms: int = Field(15000, ge=1, description="Longest delay between two attempts.")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long the job in hand may take to finish before it is abandoned (and redelivered).")
     max_event_bytes: int = Field(1024 * 1024, gt=0, description="Largest event value accepted; larger ones go to the DLQ.")
-    model_cache: Path = Field(Path.home() / ".cache" / "deskgen" / "models", description="Where downloaded models are cached.")
+    model_cache: Path = Field(Path.home() / ".cache" / "deskgen" / "models", json_schema_extra={"shown_default": "~/.cache/deskgen/models"}, description="Where downloaded models are cached.")
     dev_models: Path = Field(Path(".cache") / "dev-models", description="Where `deskgen models build-dev` writes dev weights.")
     log_level: str = Field("INFO", description="Python log level.")
 
@@ -142,7 +143,10 @@ def describe(cls: type[BaseSettings]) -> list[tuple[str, str, str]]:
     prefix = cls.model_config["env_prefix"]
     rows = []
     for name, field in cls.model_fields.items():
-        default = field.get_default(call_default_factory=False) if field.default_factory is None else "(computed)"
+        shown = (field.json_schema_extra or {}).get("shown_default")
+        default = shown or field.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = json.dumps(default)
         if isinstance(field.default, SecretStr) or "secret" in (field.description or ""):
             default = "—" if default is None else "(secret)"
         rows.append((f"{prefix}{name}".upper(), "" if default is None else str(default), field.description or ""))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The local stack: a single-node Apache Kafka broker (KRaft) and an S3 server, on 127.0.0.1.
 
-Usage: ``python3.11 stack/localstack.py up|down|status|start-kafka|stop-kafka|start-s3|stop-s3``.
+Usage: ``python3.11 stack/localstack.py up|down|status|env|start-kafka|stop-kafka|start-s3|stop-s3``.
 Importable from tests (``sys.path.insert(0, "stack"); import localstack``). Standard library only,
 so it runs before the project's virtual environment exists.
 
@@ -526,8 +526,13 @@ def status() -> dict[str, dict[str, object]]:
     return report
 
 
+def _print_env() -> None:
+    for name, value in deskgen_env().items():
+        print(f"export {name}={value}")
+
+
 _COMMANDS: dict[str, Callable[[], object]] = {
-    "up": up, "down": down, "status": status,
+    "up": up, "down": down, "status": status, "env": _print_env,
     "start-kafka": start_kafka, "stop-kafka": stop_kafka,
     "start-s3": start_s3, "stop-s3": stop_s3,
 }
