@@ -45,6 +45,9 @@ class Checkpoint:
                 if err.fatal():
                     raise FatalError(f"cannot initialise transactions for {self.transactional_id}: {err.str()}") from None
                 attempt += 1
+                self._producer.poll(0)  # serve error callbacks: an authentication failure stops the wait
+                if self._stop.is_set():
+                    return
                 log.warning("waiting for Kafka to initialise transactions (%s); attempt %d", err.str(), attempt)
                 self._stop.wait(min(self._backoff.delay(attempt), 5.0))
 

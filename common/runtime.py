@@ -97,6 +97,7 @@ class Runtime:
         self._revoked = False
         self._consumer = None
         self._checkpoint: Checkpoint | None = None
+        self._fatal: FatalError | None = None
         self._labels = {"stage": stage.name}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -110,8 +111,10 @@ class Runtime:
             self.health.model_loaded = True
             log.info("%s: model loaded in %.1f s", self.stage.name, time.monotonic() - started)
             self._connect()
-            while not self.stop_requested.is_set():
+            while self._consumer is not None and not self.stop_requested.is_set():
                 self._step()
+            if self._fatal is not None:
+                raise self._fatal
             return 0
         except FatalError as exc:
             log.error("%s: fatal: %s", self.stage.name, exc)
@@ -128,6 +131,8 @@ class Runtime:
         self._checkpoint = Checkpoint(make_producer_config(self.kafka, transactional_id, self._on_client_error),
                                       self.stop_requested, self._backoff)
         self._checkpoint.init()
+        if self.stop_requested.is_set():
+            return
         self.health.broker_reachable = True
         self._consumer = make_consumer(self.kafka, self.stage.name, stats_cb=self._on_stats, error_cb=self._on_client_error)
         self._consumer.subscribe([self._input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -154,10 +159,19 @@ class Runtime:
         self._revoked = True
         revoked = {(p.topic, p.partition) for p in partitions}
         self._stash = [m for m in self._stash if (m.topic(), m.partition()) not in revoked]
+        for topic, partition in revoked:
+            try:
+                metrics.CONSUMER_LAG.remove(self.stage.name, topic, str(partition))
+            except KeyError:
+                pass
         log.info("%s: revoked %s", self.stage.name, [p.partition for p in partitions])
 
     def _on_client_error(self, err: KafkaError) -> None:
-        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+        if err.code() == KafkaError._AUTHENTICATION:  # retrying cannot help: stop instead of a retry storm
+            self._fatal = FatalError(f"Kafka authentication failed ({err.str()}): check DESKGEN_KAFKA_SASL_* "
+                                     "and DESKGEN_KAFKA_SECURITY_PROTOCOL")
+            self.stop_requested.set()
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
             self.health.broker_reachable = False
             metrics.READY.labels(**self._labels).set(0)
             log.warning("%s: Kafka unreachable; reconnecting", self.stage.name)
@@ -167,12 +181,16 @@ class Runtime:
             log.debug("%s: Kafka: %s", self.stage.name, err)
 
     def _on_stats(self, stats_json: str) -> None:
+        # librdkafka's own consumer_lag needs committed offsets, which transactions never report to it,
+        # so lag = last stable offset - the position the application has consumed up to.
         stats = json.loads(stats_json)
         for topic, body in stats.get("topics", {}).items():
             for partition, p in body.get("partitions", {}).items():
-                lag = p.get("consumer_lag")
-                if partition != "-1" and lag is not None and lag >= 0:
-                    metrics.CONSUMER_LAG.labels(self.stage.name, topic, partition).set(lag)
+                end = p.get("ls_offset", -1)
+                position = next((o for o in (p.get("app_offset", -1001), p.get("committed_offset", -1001),
+                                             p.get("lo_offset", -1)) if o >= 0), -1)
+                if partition != "-1" and end >= 0 and position >= 0:
+                    metrics.CONSUMER_LAG.labels(self.stage.name, topic, partition).set(max(end - position, 0))
 
     # -- the loop ----------------------------------------------------------------------------
 
