@@ -18,7 +18,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 from referencing import Registry, Resource
 
 from .errors import InvalidInputError
@@ -78,6 +78,25 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _ecma_pattern(validator, pattern: str, instance: Any, schema: dict):
+    """``pattern`` with ECMA-262 semantics: ``$`` is the end of the string (in Python's ``re`` it also
+    matches before a trailing newline, which would let ``"job-1\\n"`` through)."""
+    if validator.is_type(instance, "string") and not re.search(re.sub(r"(?<!\\)\$", r"\\Z", pattern), instance):
+        yield ValidationError(f"{instance!r:.80} does not match {pattern!r}")
+
+
+_FORMATS = FormatChecker(())
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_instant(value: Any) -> bool:
+    """A timestamp must name a real instant (the pattern alone admits month 99 or offset +24:00)."""
+    return not isinstance(value, str) or bool(datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+_Validator = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
+
+
 @cache
 def _validator(kind: str) -> Draft202012Validator:
     folder = files("deskgen.common") / "schemas"
@@ -88,12 +107,16 @@ def _validator(kind: str) -> Draft202012Validator:
         resources.append((f"{name}.json", Resource.from_contents(schema)))
     registry = Registry().with_resources(resources)
     schema = json.loads((folder / f"{kind}.json").read_text())
-    return Draft202012Validator(schema, registry=registry)
+    return _Validator(schema, registry=registry, format_checker=_FORMATS)
 
 
 def validate(kind: str, data: Any) -> None:
     """Raise InvalidInputError(event_invalid) naming the first problems if ``data`` breaks the schema."""
     errors = sorted(_validator(kind).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if not errors and isinstance(data, dict) and isinstance(data.get("image_key"), str) and kind != "dlq" \
+            and not data["image_key"].startswith(f"uploads/{data.get('job_id')}/"):
+        raise InvalidInputError("event_invalid", f"{kind}: image_key {data['image_key']!r:.120} is not under "
+                                f"uploads/<job_id>/", status="failed")
     if errors:
         problems = "; ".join(f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:160]}" for e in errors[:3])
         raise InvalidInputError("event_invalid", f"{kind}: {problems}", status="failed")
@@ -121,7 +144,10 @@ def encode(kind: str, data: dict[str, Any], *, source: str, traceparent: str | N
     ]
     if job_id:
         headers.append(("ce_subject", job_id.encode()))
-    value = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        value = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except ValueError as exc:  # NaN/Infinity or a lone surrogate: not writable as UTF-8 JSON
+        raise InvalidInputError("event_invalid", f"{kind}: {exc}"[:300], status="failed") from None
     return Record(kind, (job_id or "").encode(), value, headers)
 
 
@@ -147,8 +173,8 @@ def decode(value: bytes | None, headers: list[tuple[str, bytes]] | None, expecte
     if not content_type.startswith("application/json"):
         raise InvalidInputError("event_headers_invalid", f"content-type {content_type!r:.60} is not JSON", status="failed")
     try:
-        data = json.loads(value or b"")
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = _strict_json(value or b"")
+    except (ValueError, RecursionError) as exc:
         raise InvalidInputError("event_not_json", f"{type(exc).__name__}: {exc}"[:200], status="failed") from None
     validate(expected_kind, data)
     traceparent = attrs.get("traceparent")
@@ -160,11 +186,23 @@ def recover_job_id(key: bytes | None, value: bytes | None, headers: list[tuple[s
     """Best effort job id of a malformed record: Kafka key, then ``ce_subject``, then ``data.job_id``."""
     candidates = [key.decode("utf-8", "replace") if key else None, _headers(headers).get("ce_subject")]
     try:
-        data = json.loads(value or b"")
+        data = _strict_json(value or b"")
         candidates.append(data.get("job_id") if isinstance(data, dict) else None)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):
         pass
-    return next((c for c in candidates if isinstance(c, str) and _JOB_ID.match(c)), None)
+    return next((c for c in candidates if isinstance(c, str) and _JOB_ID.fullmatch(c)), None)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _strict_json(value: bytes) -> Any:
+    """RFC 8259 JSON in UTF-8: no NaN/Infinity, no lone surrogates (they cannot be written back as
+    UTF-8). Raises ValueError, or RecursionError when nested too deeply."""
+    data = json.loads(value.decode("utf-8"), parse_constant=_refuse_constant)
+    json.dumps(data, ensure_ascii=False).encode("utf-8")
+    return data
 
 
 def _headers(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ _EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
 
 def check_job_id(job_id: str) -> str:
     """Return ``job_id`` if it is safe inside an object key, else raise InvalidInputError."""
-    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidInputError("invalid_job_id", f"job id {job_id!r:.80} must match {_JOB_ID.pattern}", status="failed")
     return job_id
 
@@ -28,7 +28,7 @@ def check_job_id(job_id: str) -> str:
 def check_object_key(key: str, prefix: str | None = None) -> str:
     """Return ``key`` if it is relative, has no ``..`` or empty segments and (optionally) lies under ``prefix``."""
     segments = key.split("/") if isinstance(key, str) else []
-    if not _KEY.match(key or "") or any(s in ("", ".", "..") for s in segments):
+    if not isinstance(key, str) or not _KEY.fullmatch(key) or any(s in ("", ".", "..") for s in segments):
         raise InvalidInputError("invalid_object_key", f"object key {key!r:.120} is not a safe relative key", status="failed")
     if prefix is not None and not key.startswith(prefix.rstrip("/") + "/"):
         raise InvalidInputError("invalid_object_key", f"object key {key!r:.120} is outside {prefix!r}", status="failed")
@@ -45,6 +45,6 @@ def upload_key(job_id: str, extension: str) -> str:
 
 def generated_key(job_id: str, preset: str) -> str:
     """``generated/<job>/<preset>.png`` for the generator's image."""
-    if not _NAME.match(preset):
+    if not isinstance(preset, str) or not _NAME.fullmatch(preset):
         raise InvalidInputError("unknown_preset", f"preset {preset!r:.40} is not a valid preset name")
     return f"{GENERATED}/{check_job_id(job_id)}/{preset}.png"

@@ -39,7 +39,7 @@ from .events import Event, Record
 from .health import HealthState, serve_http
 from .imaging import decode_image
 from .kafka import group_id, make_consumer, make_producer_config
-from .keys import check_object_key
+from .keys import GENERATED, check_object_key
 from .retry import Backoff
 from .settings import ImageSettings, KafkaSettings, RuntimeSettings, S3Settings, load
 from .stage import Emit, Reject, Stage
@@ -333,10 +333,7 @@ class Runtime:
         job_id = item.event.job_id
         try:
             for blob in outcome.blobs:
-                check_object_key(blob.key)
-                if blob.key.split("/")[1:2] != [job_id]:
-                    raise InvalidInputError("invalid_object_key", f"{blob.key!r} is not under the job's prefix",
-                                            status="failed")
+                check_object_key(blob.key, prefix=f"{GENERATED}/{job_id}")
                 self.store.put(blob.key, blob.data, blob.content_type)
         except (InvalidInputError, TransientError) as exc:
             return exc

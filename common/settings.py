@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import FatalError
 
@@ -136,6 +136,8 @@ def load(cls: type[BaseSettings]) -> BaseSettings:
         problems = "; ".join(f"{cls.model_config['env_prefix']}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
                              for e in exc.errors())
         raise FatalError(f"invalid configuration: {problems}") from None
+    except SettingsError as exc:  # a JSON-typed variable (e.g. DESKGEN_KAFKA_EXTRA) that is not JSON
+        raise FatalError(f"invalid configuration: {exc}") from None
 
 
 def describe(cls: type[BaseSettings]) -> list[tuple[str, str, str]]:

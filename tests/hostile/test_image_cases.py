@@ -1,0 +1,110 @@
+"""Hostile images through the shared decoder: each gets its specific outcome, and memory stays small
+while refusing decompression bombs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from deskgen.common.errors import InvalidInputError
+from deskgen.common.imaging import decode_image
+from hostile.images import BOMBS, DECODED, EXIF_TRANSPOSE, GREEN, RED, REFUSED, marker_image, oriented_jpeg
+
+_TESTS = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_hostile_image_is_refused_with_its_specific_reason(name):
+    data, reason = REFUSED[name]
+    with pytest.raises(InvalidInputError) as refused:
+        decode_image(data)
+    assert (refused.value.reason, refused.value.status) == (reason, "rejected"), refused.value.detail
+
+
+@pytest.mark.parametrize("name", sorted(DECODED))
+def test_an_unusual_but_legitimate_image_decodes_to_upright_8_bit_rgb(name):
+    data, size = DECODED[name]
+    image = decode_image(data)
+    assert (image.mode, image.size) == ("RGB", size)
+
+
+def _close(pixel, expected, tolerance=12):
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))
+
+
+def test_colour_survives_cmyk_16_bit_palette_alpha_and_animation():
+    assert _close(decode_image(DECODED["cmyk_jpeg"][0]).getpixel((5, 5)), (55, 255, 55))  # 255 - C, 255 - M, 255 - Y
+    assert decode_image(DECODED["png_16bit_grey"][0]).getpixel((0, 0)) == (128, 128, 128)
+    assert decode_image(DECODED["png_16bit_rgb"][0]).getpixel((0, 0)) == GREEN
+    palette = decode_image(DECODED["palette_with_alpha"][0])
+    assert (palette.getpixel((0, 0)), palette.getpixel((5, 5))) == ((255, 255, 255), GREEN)  # transparent → white
+    for name in ("animated_png", "animated_webp"):
+        assert decode_image(DECODED[name][0]).getpixel((3, 3)) == GREEN, f"{name}: not the first frame"
+
+
+@pytest.mark.parametrize("orientation", sorted(EXIF_TRANSPOSE))
+def test_every_exif_orientation_is_displayed_upright(orientation):
+    operation = EXIF_TRANSPOSE[orientation]
+    expected = marker_image() if operation is None else marker_image().transpose(operation)
+    decoded = decode_image(oriented_jpeg(orientation))
+    assert decoded.size == expected.size
+    width, height = expected.size
+    for x, y in ((width // 4, height // 4), (3 * width // 4, height // 4), (width // 4, 3 * height // 4),
+                 (3 * width // 4, 3 * height // 4)):
+        assert _close(decoded.getpixel((x, y)), expected.getpixel((x, y)), 40), (orientation, (x, y))
+
+
+def test_nonsense_exif_orientations_leave_the_image_as_stored():
+    for name in ("exif_orientation_0", "exif_orientation_65535", "exif_corrupt"):
+        decoded = decode_image(DECODED[name][0])
+        assert _close(decoded.getpixel((6, 3)), RED, 40) and _close(decoded.getpixel((40, 20)), GREEN, 40), name
+
+
+_MEASURE = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+
+    def peak_kib():
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+    from deskgen.common.errors import InvalidInputError
+    from deskgen.common.imaging import decode_image
+    decode_image(Path(sys.argv[1]).read_bytes())  # warm up: imports, plugin registry
+    limit = 2 << 30  # a true bomb fails with MemoryError here instead of swapping the machine
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    growth = {}
+    for path in sys.argv[2:]:
+        data = Path(path).read_bytes()
+        before = peak_kib()
+        try:
+            decode_image(data)
+            outcome = "decoded"
+        except InvalidInputError as exc:
+            outcome = exc.reason
+        growth[Path(path).name] = (outcome, (peak_kib() - before) / 1024)
+    print(json.dumps(growth))
+""")
+
+
+def test_refusing_a_decompression_bomb_keeps_peak_memory_small(tmp_path):
+    warmup = tmp_path / "warmup"
+    warmup.write_bytes(DECODED["one_pixel"][0])
+    paths = []
+    for name in BOMBS:
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(REFUSED[name][0])
+    run = subprocess.run([sys.executable, "-c", _MEASURE, str(warmup), *map(str, paths)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    growth = json.loads(run.stdout)
+    for name in BOMBS:
+        outcome, peak_growth_mib = growth[name]
+        assert outcome == REFUSED[name][1], (name, outcome)
+        assert peak_growth_mib < 64, f"{name}: peak memory grew by {peak_growth_mib:.0f} MiB while refusing it"
