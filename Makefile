@@ -45,6 +45,9 @@ test-unit: setup ## unit tests only (no broker)
 chart-check: setup ## lint, render and validate the Helm chart; check and unit-test the alerts; hadolint the Dockerfiles
 	PY=$(PY) helm/chart-check.sh
 
+chaos: setup ## chaos run: 100 kill -9s, a broker restart and a 30 s S3 outage under load; checks exactly-once (~9 min)
+	$(PY) stack/chaos.py
+
 bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) stack/localstack.py up
 	$(PY) tests/bench/bench_spine.py

@@ -22,6 +22,9 @@ __all__ = ["Checkpoint"]
 log = logging.getLogger("deskgen.checkpoint")
 
 _CALL_TIMEOUT_S = 10.0
+# librdkafka can block in a transactional call far past its own timeout after a broker restart
+# (send_offsets_to_transaction: confluentinc/librdkafka#5456, #5511); past this margin we give up on it.
+_OVERRUN_S = 5.0
 
 
 class Checkpoint:
@@ -98,7 +101,7 @@ class Checkpoint:
         attempt = 0
         while True:
             try:
-                call()
+                _bounded(call, _CALL_TIMEOUT_S + _OVERRUN_S, self.transactional_id)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -107,3 +110,28 @@ class Checkpoint:
                 attempt += 1
                 log.warning("Kafka call failed, retrying (%s)", err.str())
                 time.sleep(min(self._backoff.delay(attempt), 5.0))
+
+
+def _bounded(call, limit_s: float, transactional_id: str) -> None:
+    """Run a librdkafka call that takes a timeout on a helper thread; FatalError if it outlives ``limit_s``.
+
+    The stuck call cannot be cancelled: the process exits and its restart (same transactional id)
+    fences the stuck producer and resolves its transaction before consuming from the committed offsets.
+    """
+    outcome: dict[str, BaseException | None] = {}
+
+    def target() -> None:
+        try:
+            call()
+            outcome["error"] = None
+        except BaseException as exc:  # re-raised on the caller's thread
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=target, name="kafka-txn-call", daemon=True)
+    helper.start()
+    helper.join(limit_s)
+    if "error" not in outcome:
+        raise FatalError(f"transactional producer {transactional_id}: a Kafka call still blocks after {limit_s:.0f} s, "
+                         f"past its own timeout; exiting so that a restart fences it")
+    if outcome["error"] is not None:
+        raise outcome["error"]

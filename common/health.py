@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,13 +13,25 @@ __all__ = ["HealthState", "serve_http"]
 
 
 class HealthState:
-    """What the probes report. ``alive`` turns false when the loop is wedged or stopping."""
+    """What the probes report. ``alive`` turns false when the loop is stopping, or has not
+    completed a step for ``stall_s`` seconds once it started (a wedged client library)."""
 
-    def __init__(self) -> None:
-        self.alive = True
+    def __init__(self, stall_s: float = 300.0) -> None:
+        self.running = True
         self.model_loaded = False
         self.group_joined = False
         self.broker_reachable = False
+        self._stall_s = stall_s
+        self._last_beat: float | None = None
+
+    def beat(self) -> None:
+        """The loop made progress."""
+        self._last_beat = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        stalled = self._last_beat is not None and time.monotonic() - self._last_beat > self._stall_s
+        return self.running and not stalled
 
     @property
     def ready(self) -> bool:

@@ -86,7 +86,7 @@ class Runtime:
     def __init__(self, stage: Stage, *, runtime: RuntimeSettings, kafka: KafkaSettings, store: ObjectStore,
                  images: ImageSettings):
         self.stage, self.settings, self.kafka, self.store = stage, runtime, kafka, store
-        self.health = HealthState()
+        self.health = HealthState(stall_s=max(300.0, kafka.max_poll_interval_ms / 1000))
         self.stop_requested = threading.Event()
         self._blobs = _JobBlobs(store, images)
         self._backoff = Backoff(runtime.retry_max_attempts, runtime.retry_base_ms / 1000, runtime.retry_max_ms / 1000)
@@ -141,7 +141,7 @@ class Runtime:
                  group_id(self.kafka, self.stage.name), transactional_id)
 
     def _close(self) -> None:
-        self.health.alive = False
+        self.health.running = False
         metrics.READY.labels(**self._labels).set(0)
         if self._consumer is not None:
             self._consumer.close()
@@ -195,6 +195,7 @@ class Runtime:
     # -- the loop ----------------------------------------------------------------------------
 
     def _step(self) -> None:
+        self.health.beat()
         first = self._stash.pop(0) if self._stash else self._consumer.poll(0.5)
         if first is None:
             return
@@ -362,6 +363,7 @@ class Runtime:
             if not paused:
                 paused = self._consumer.assignment()
                 self._consumer.pause(paused)
+            self.health.beat()
             message = self._consumer.poll(_KEEPALIVE_POLL_S)  # serves the group; paused → no data
             if message is not None and not message.error():
                 self._stash.append(message)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,8 @@ class Pipeline:
     def __post_init__(self) -> None:
         self.bucket = self.prefix.rstrip(".").replace("_", "-")
         self.env = {**os.environ, **self.base_env, "DESKGEN_TOPIC_PREFIX": self.prefix,
-                    "DESKGEN_S3_BUCKET": self.bucket, "DESKGEN_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"}
+                    "DESKGEN_S3_BUCKET": self.bucket, "DESKGEN_KAFKA_GROUP_PREFIX": self.prefix,
+                    "DESKGEN_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"}
         os.environ.update({k: self.env[k] for k in ("DESKGEN_TOPIC_PREFIX", "DESKGEN_S3_BUCKET")})
         from deskgen.common.storage import ObjectStore
 
@@ -185,8 +186,102 @@ class Pipeline:
     def dlq(self, count: int, timeout: float = 60.0) -> list[dict]:
         return [r["data"] for r in self.read("dlq", until=lambda rs: len(rs) >= count, timeout=timeout)]
 
+    # -- what is left in flight ----------------------------------------------------------------
+
+    def backlog(self, group: str, kind: str, timeout: float = 30.0) -> int:
+        """Committed records on a topic that consumer group ``group`` has not consumed (committed) yet:
+        its lag as a ``read_committed`` reader sees it (transaction markers are not counted)."""
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        from confluent_kafka.admin import AdminClient
+
+        topic = self.topic(kind)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
+        committed = admin.list_consumer_group_offsets([request])[group].result(timeout).topic_partitions
+        reader = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"backlog-{uuid.uuid4().hex[:8]}",
+                           "isolation.level": "read_committed", "enable.auto.commit": False,
+                           "enable.partition.eof": True})
+        reader.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                       for tp in committed])
+        pending, count = {tp.partition for tp in committed}, 0
+        deadline = time.monotonic() + timeout
+        try:
+            while pending and time.monotonic() < deadline:
+                message = reader.poll(0.2)
+                if message is None:
+                    continue
+                if not message.error():
+                    count += 1
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(message.partition())
+        finally:
+            reader.close()
+        if pending:
+            raise AssertionError(f"{topic}: partitions {sorted(pending)} not read to the end in {timeout:.0f} s")
+        return count
+
+    def open_transactions(self, kinds=("uploaded", "classified", "captioned", "generated", "dlq")) -> list[str]:
+        """Partitions whose last stable offset lags their high watermark: an open (undecided) transaction."""
+        from confluent_kafka import IsolationLevel
+        from confluent_kafka.admin import AdminClient, OffsetSpec
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        metadata = admin.list_topics(timeout=10).topics
+        partitions = [TopicPartition(self.topic(kind), p) for kind in kinds for p in metadata[self.topic(kind)].partitions]
+
+        def latest(isolation) -> dict[tuple[str, int], int]:
+            futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, isolation_level=isolation)
+            return {(tp.topic, tp.partition): future.result(30).offset for tp, future in futures.items()}
+
+        stable, high = latest(IsolationLevel.READ_COMMITTED), latest(IsolationLevel.READ_UNCOMMITTED)
+        return [f"{topic}[{partition}]: last stable offset {stable[topic, partition]} < high watermark {offset}"
+                for (topic, partition), offset in sorted(high.items()) if stable[topic, partition] < offset]
+
+    # -- a backend that publishes many jobs ------------------------------------------------------
+
+    def upload(self, photo: bytes, job_id: str, *, ext: str = "jpg") -> str:
+        """Store a job's photo under its upload key (as the backend does before publishing); returns the key."""
+        from deskgen.common.keys import upload_key
+
+        key = upload_key(job_id, ext)
+        self.store.put(key, photo, "image/png" if ext == "png" else "image/jpeg")
+        return key
+
+    def publisher(self) -> "Publisher":
+        """One long-lived producer for many events; it rides out broker restarts."""
+        return Publisher(self)
+
     def describe_failure(self) -> str:
         return "\n".join(f"--- {s.name} ---\n{s.log()[-4000:]}" for s in self.services)
+
+
+class Publisher:
+    """Publishes pipeline events through one idempotent producer; delivery is checked at ``flush``."""
+
+    def __init__(self, pipeline: Pipeline):
+        self._pipeline = pipeline
+        # Quiet while the broker is away (librdkafka logs every refused connection); delivery is checked.
+        self._producer = Producer({"bootstrap.servers": pipeline.bootstrap, "enable.idempotence": True,
+                                   "message.timeout.ms": 600000, "log_level": 2})
+        self.failures: list[str] = []
+
+    def publish(self, kind: str, data: dict) -> None:
+        from deskgen.common import events
+
+        record = events.encode(kind, data, source="/tests")
+        self._producer.produce(self._pipeline.topic(kind), key=record.key, value=record.value,
+                               headers=record.headers, on_delivery=self._delivered)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 120.0) -> None:
+        """Wait until every event is delivered; raises AssertionError naming any that were not."""
+        left = self._producer.flush(timeout)
+        assert left == 0 and not self.failures, f"{left} event(s) undelivered; failures: {self.failures[:5]}"
+
+    def _delivered(self, err, message) -> None:
+        if err is not None:
+            self.failures.append(f"{message.key()!r}: {err}")
 
 
 def dlq_payload(record: dict) -> bytes:

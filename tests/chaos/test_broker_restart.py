@@ -1,0 +1,50 @@
+"""A stage keeps committing after the Kafka broker restarts: the reproduction of a hang the chaos run
+found. With librdkafka 2.16 the first ``send_offsets_to_transaction`` after a restart can block far past
+its own timeout (confluentinc/librdkafka#5456, #5511): the stage stops polling, is evicted from its group
+only after ``max.poll.interval.ms`` and then stays stuck, alive, for good. Processes that exit are
+restarted, as Kubernetes would. Uses the light test stages (no models); about 40 s."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from support.pipeline import photo_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STAGES = ("classifier", "captioner", "generator")
+
+
+def test_stages_commit_again_within_two_minutes_of_a_broker_restart(pipeline):
+    import localstack
+    from deskgen.common import events
+
+    pipeline.create_topics()
+    env = {"DESKGEN_KAFKA_SESSION_TIMEOUT_MS": "6000", "DESKGEN_KAFKA_TRANSACTION_TIMEOUT_MS": "10000"}
+    running = {stage: pipeline.start(stage, **env) for stage in STAGES}
+    before = pipeline.submit()
+    assert pipeline.results([before])[before][0]["status"] == "succeeded"
+    try:
+        localstack.stop_kafka()
+    finally:
+        localstack.start_kafka()
+    publisher = pipeline.publisher()
+    jobs = [f"after-restart-{n}" for n in range(5)]
+    for job in jobs:  # the first transactions after the restart are the ones that hang
+        key = pipeline.upload(photo_bytes(), job)
+        publisher.publish("uploaded", {"job_id": job, "image_key": key, "uploaded_at": events.now(),
+                                       "request": {}, "timeline": {}})
+        time.sleep(0.5)
+    publisher.flush()
+
+    results: dict[str, list] = {}
+    deadline = time.monotonic() + 120  # a hang lasts ≥ max.poll.interval.ms (300 s)
+    while time.monotonic() < deadline and not all(results.get(job) for job in jobs):
+        for stage, service in running.items():
+            if service.process.poll() is not None:  # exited (e.g. on a FatalError): restart it
+                running[stage] = pipeline.start(stage, **env)
+        results = pipeline.results(jobs, timeout=3, settle=0)
+
+    assert all(len(results[job]) == 1 for job in jobs), f"{results}\n{pipeline.describe_failure()}"
