@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration bench chart-check chaos lint clean
+.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration bench chart-check chaos lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test: setup ## all tests: unit, then integration against the real local stack (s
 
 test-unit: setup ## unit tests only (no broker)
 	$(PY) -m pytest tests/unit
+
+lint: setup ## pyflakes over the Python code
+	$(PY) -m pyflakes common services stack tests
 
 chart-check: setup ## lint, render and validate the Helm chart; check and unit-test the alerts; hadolint the Dockerfiles
 	PY=$(PY) helm/chart-check.sh

@@ -8,9 +8,12 @@ or retries: the runtime does, around it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from .events import Event
 
 __all__ = ["Blob", "Blobs", "Emit", "Reject", "Outcome", "Stage", "BatchStage"]
 
@@ -79,7 +82,7 @@ class Stage(Protocol):
     def load(self) -> None:
         """Load models; called once before the first event. Readiness follows it."""
 
-    def handle(self, event: "Event", blobs: Blobs) -> Outcome:  # noqa: F821
+    def handle(self, event: Event, blobs: Blobs) -> Outcome:
         """Turn one event into one outcome. May raise InvalidInputError or TransientError."""
 
 
@@ -91,5 +94,5 @@ class BatchStage(Stage, Protocol):
     The runtime commits the whole batch in one Kafka transaction, so per-job exactly-once holds.
     """
 
-    def handle_batch(self, events: list["Event"], blobs: Blobs) -> list["Outcome | Exception"]:  # noqa: F821
+    def handle_batch(self, events: list[Event], blobs: Blobs) -> list[Outcome | Exception]:
         ...

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import math
 import time
-import urllib.request
 
 import pytest
 from PIL import Image
@@ -38,20 +37,6 @@ def _jpeg(array) -> bytes:
     return buffer.getvalue()
 
 
-def _wait_ready(service, port: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert service.process.poll() is None, f"{service.name} exited:\n{service.log()[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{service.name} not ready within {READY_TIMEOUT_S} s:\n{service.log()[-3000:]}")
-
-
 def _wait_for(server, expr: str, predicate, timeout: float) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -72,14 +57,12 @@ def _total(result: list[dict]) -> float:
 
 def test_every_dashboard_panel_returns_data_from_the_real_services(pipeline, dev_models, prometheus):
     pipeline.create_topics(partitions=1)
-    env = {**dev_models, **{f"DESKGEN_{stage.upper()}_THREADS": "1" for stage in STAGES},
-           # own consumer groups and transactional ids: other pipelines share the broker
-           "DESKGEN_KAFKA_GROUP_PREFIX": pipeline.prefix}
+    env = {**dev_models, **{f"DESKGEN_{stage.upper()}_THREADS": "1" for stage in STAGES}}
     services = {stage: pipeline.start(stage, real=True, **env) for stage in STAGES}
     ports = {stage: service.http_port(timeout=READY_TIMEOUT_S) for stage, service in services.items()}
     server = prometheus({f"deskgen-{stage}": [f"127.0.0.1:{port}"] for stage, port in ports.items()})
     for stage, service in services.items():
-        _wait_ready(service, ports[stage])
+        service.wait_ready(READY_TIMEOUT_S)
 
     desk_photos = [_png(draw_desk(seed=seed)) for seed in (1, 2)]
     coffee = _jpeg(skimage_data.coffee())

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,21 @@ class Service:
                 return int(match.group(1))
             time.sleep(0.1)
         raise AssertionError(f"{self.name} never reported its HTTP port:\n{self.log()[-3000:]}")
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        """Until /readyz answers 200 (models loaded, group joined)."""
+        port = self.http_port(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"{self.name} exited:\n{self.log()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"{self.name} not ready within {timeout:.0f} s:\n{self.log()[-3000:]}")
 
     def wait_log(self, pattern: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
