@@ -27,14 +27,20 @@ _CALL_TIMEOUT_S = 10.0
 _OVERRUN_S = 5.0
 
 
+class _Wedged(Exception):
+    """A transactional call kept failing retriably for longer than the transaction may live."""
+
 class Checkpoint:
     """A transactional producer bound to one consumer group member."""
 
     def __init__(self, producer_config: dict, stop: threading.Event, backoff: Backoff):
+        self._config = producer_config
         self._producer = Producer(producer_config)
         self._stop = stop
         self._backoff = backoff
         self.transactional_id = producer_config["transactional.id"]
+        # Past this, the broker has aborted the transaction anyway: retrying it any longer is pointless.
+        self._give_up_s = producer_config.get("transaction.timeout.ms", 60000) / 1000
 
     def init(self) -> None:
         """Register the transactional id (fencing any crashed predecessor); waits for the broker."""
@@ -60,6 +66,17 @@ class Checkpoint:
         Returns False when the transaction was aborted (the caller rewinds and redoes the batch).
         Raises FatalError when this producer has been fenced or broke irrecoverably.
         """
+        try:
+            return self._commit(records, offsets, consumer)
+        except _Wedged as exc:
+            # After a broker restart librdkafka can leave a request queued for a coordinator connection
+            # that never comes back (it times out forever). A new producer under the same transactional
+            # id starts clean, and registering it fences the old one and aborts its transaction.
+            log.warning("transactional producer %s wedged (%s); replacing it", self.transactional_id, exc)
+            self._replace_producer()
+            return False
+
+    def _commit(self, records: list[tuple[str, Record]], offsets: list[TopicPartition], consumer: Consumer) -> bool:
         try:
             self._producer.begin_transaction()
             for topic, record in records:
@@ -89,6 +106,11 @@ class Checkpoint:
     def close(self) -> None:
         self._producer.flush(5.0)
 
+    def _replace_producer(self) -> None:
+        self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+        self._producer = Producer(self._config)
+        self.init()
+
     def _produce(self, topic: str, record: Record) -> None:
         while True:
             try:
@@ -99,6 +121,7 @@ class Checkpoint:
 
     def _retry_while_retriable(self, call) -> None:
         attempt = 0
+        give_up_at = time.monotonic() + self._give_up_s
         while True:
             try:
                 _bounded(call, _CALL_TIMEOUT_S + _OVERRUN_S, self.transactional_id)
@@ -107,6 +130,8 @@ class Checkpoint:
                 err = exc.args[0]
                 if not err.retriable() or self._stop.is_set() and attempt > 2:
                     raise
+                if time.monotonic() > give_up_at:
+                    raise _Wedged(f"failing for {self._give_up_s:.0f} s: {err.str()}") from None
                 attempt += 1
                 log.warning("Kafka call failed, retrying (%s)", err.str())
                 time.sleep(min(self._backoff.delay(attempt), 5.0))
