@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from . import events, metrics
 from .checkpoint import Checkpoint
+from .crashes import CrashLedger
 from .errors import DeskgenError, FatalError, InvalidInputError, TransientError
 from .events import Event, Record
 from .health import HealthState, serve_http
@@ -43,6 +44,7 @@ from .keys import GENERATED, check_object_key
 from .retry import Backoff
 from .settings import ImageSettings, KafkaSettings, RuntimeSettings, S3Settings, load
 from .stage import Emit, Reject, Stage
+from .starvation import FetchWatch
 from .storage import ObjectStore
 
 __all__ = ["Runtime", "serve"]
@@ -97,6 +99,8 @@ class Runtime:
         self._revoked = False
         self._consumer = None
         self._checkpoint: Checkpoint | None = None
+        self._crashes: CrashLedger | None = None
+        self._fetch_watch = FetchWatch(runtime.partition_stall_seconds)
         self._fatal: FatalError | None = None
         self._labels = {"stage": stage.name}
 
@@ -128,6 +132,8 @@ class Runtime:
 
     def _connect(self) -> None:
         transactional_id = f"{group_id(self.kafka, self.stage.name)}-{self.settings.instance_id}"
+        self._crashes = CrashLedger(self.settings.state_dir / f"{transactional_id}.crashes.json",
+                                    self.settings.crash_limit)
         self._checkpoint = Checkpoint(make_producer_config(self.kafka, transactional_id, self._on_client_error),
                                       self.stop_requested, self._backoff)
         self._checkpoint.init()
@@ -151,14 +157,22 @@ class Runtime:
     # -- callbacks ---------------------------------------------------------------------------
 
     def _on_assign(self, consumer, partitions) -> None:
+        self._fetch_watch.assigned(partitions)
         self.health.group_joined = True
         metrics.READY.labels(**self._labels).set(1 if self.health.ready else 0)
         log.info("%s: assigned %s", self.stage.name, [p.partition for p in partitions])
 
     def _on_revoke(self, consumer, partitions) -> None:
         self._revoked = True
+        self._fetch_watch.revoked(partitions)
         revoked = {(p.topic, p.partition) for p in partitions}
         self._stash = [m for m in self._stash if (m.topic(), m.partition()) not in revoked]
+        # librdkafka keeps a partition's pause flag across rebalances: one revoked while a batch had it
+        # paused would come back paused, and never be fetched again.
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:
+            log.warning("%s: could not resume revoked partitions: %s", self.stage.name, exc)
         for topic, partition in revoked:
             try:
                 metrics.CONSUMER_LAG.remove(self.stage.name, topic, str(partition))
@@ -196,7 +210,8 @@ class Runtime:
 
     def _step(self) -> None:
         self.health.beat()
-        first = self._stash.pop(0) if self._stash else self._consumer.poll(0.5)
+        self._fetch_watch.check(self._consumer)
+        first = self._stash.pop(0) if self._stash else self._fetched(self._consumer.poll(0.5))
         if first is None:
             return
         if first.error():
@@ -213,8 +228,16 @@ class Runtime:
                 if message.error():
                     self._log_consumer_error(message.error())
                 else:
-                    batch.append(message)
+                    batch.append(self._fetched(message))
+        if len(batch) > 1 and any(self._crashes.deaths(m) for m in batch):
+            self._stash[:0] = batch[1:]  # events in hand at a crash go one per batch, to find the culprit
+            batch = batch[:1]
         self._process(batch)
+
+    def _fetched(self, message: Message | None) -> Message | None:
+        if message is not None and not message.error():
+            self._fetch_watch.fetched(message)
+        return message
 
     def _log_consumer_error(self, err: KafkaError) -> None:
         if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -230,9 +253,11 @@ class Runtime:
         metrics.INFLIGHT.labels(**self._labels).set(len(items))
         metrics.BATCH_SIZE.labels(**self._labels).observe(len(items))
         self._revoked = False
+        committed = False
         try:
             for item in items:
                 self._decode(item)
+                self._fail_if_it_kills(item)
             done = self._with_keepalive(lambda: self._handle_all([i for i in items if i.outcome is None]))
             if done is None:  # abandoned on shutdown: leave the offsets uncommitted, it is redelivered
                 log.warning("%s: shutdown grace exceeded; abandoning a batch of %d", self.stage.name, len(items))
@@ -249,6 +274,7 @@ class Runtime:
         if not committed:
             self._rewind(items)
             return
+        self._crashes.forget(batch)
         elapsed = time.monotonic() - started
         for item in items:
             self._observe(item, elapsed)
@@ -265,6 +291,14 @@ class Runtime:
             log.warning("%s: bad event at %s[%d]@%d: %s", self.stage.name, message.topic(), message.partition(),
                         message.offset(), exc)
 
+    def _fail_if_it_kills(self, item: _Item) -> None:
+        deaths = self._crashes.deaths(item.message)
+        if item.outcome is None and deaths >= self._crashes.limit > 0:
+            item.outcome = InvalidInputError("stage_crashed", f"the {self.stage.name} process died {deaths} times "
+                                             "while handling this event", status="failed")
+            log.error("%s: event at %s[%d]@%d was in hand at %d process deaths; sending it to the DLQ",
+                      self.stage.name, item.message.topic(), item.message.partition(), item.message.offset(), deaths)
+
     def _handle_all(self, items: list[_Item]) -> bool:
         """Handle every item, retrying transient failures with backoff; False if stopped meanwhile."""
         pending = items
@@ -272,7 +306,8 @@ class Runtime:
             for item in pending:
                 item.attempts = attempt
             t0 = time.monotonic()
-            outcomes = self._call_stage([i.event for i in pending])
+            with self._crashes.holding([i.message for i in pending]):
+                outcomes = self._call_stage([i.event for i in pending])
             metrics.INFERENCE.labels(**self._labels).observe(time.monotonic() - t0)
             retry = []
             for item, outcome in zip(pending, outcomes):
@@ -364,7 +399,7 @@ class Runtime:
                 paused = self._consumer.assignment()
                 self._consumer.pause(paused)
             self.health.beat()
-            message = self._consumer.poll(_KEEPALIVE_POLL_S)  # serves the group; paused → no data
+            message = self._fetched(self._consumer.poll(_KEEPALIVE_POLL_S))  # serves the group; paused → no data
             if message is not None and not message.error():
                 self._stash.append(message)
             if self.stop_requested.is_set():
@@ -373,6 +408,7 @@ class Runtime:
                     return None
         if paused:
             self._consumer.resume(self._consumer.assignment())
+            self._fetch_watch.batch_done()
         if "error" in result:
             raise result["error"]
         return result["value"] or None

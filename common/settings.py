@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -37,7 +38,7 @@ class KafkaSettings(BaseSettings):
     ssl_certificate_location: str | None = Field(None, description="Client certificate for mutual TLS.")
     ssl_key_location: str | None = Field(None, description="Client key for mutual TLS.")
     ssl_key_password: SecretStr | None = Field(None, description="Password of the client key (secret).")
-    extra: dict[str, str] = Field(default_factory=dict, description='Any other librdkafka properties, as JSON: {"socket.keepalive.enable": "true"}.')
+    extra: dict[str, SecretStr] = Field(default_factory=dict, json_schema_extra={"shown_default": "{}"}, description='Any other librdkafka properties, as JSON: {"socket.keepalive.enable": "true"} (values are kept as secrets, never shown).')
     group_prefix: str = Field("deskgen-", description="Consumer group = prefix + stage name.")
     session_timeout_ms: int = Field(45000, ge=1000, description="Consumer session timeout.")
     max_poll_interval_ms: int = Field(300000, ge=1000, description="librdkafka max.poll.interval.ms; long jobs keep polling, so this need not exceed the slowest job.")
@@ -57,7 +58,7 @@ class KafkaSettings(BaseSettings):
             "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
         }
         config.update({k: v for k, v in passthrough.items() if v is not None})
-        config.update(self.extra)
+        config.update({name: value.get_secret_value() for name, value in self.extra.items()})
         return config
 
 
@@ -109,6 +110,9 @@ class RuntimeSettings(BaseSettings):
     retry_max_ms: int = Field(15000, ge=1, description="Longest delay between two attempts.")
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long the job in hand may take to finish before it is abandoned (and redelivered).")
     max_event_bytes: int = Field(1024 * 1024, gt=0, description="Largest event value accepted; larger ones go to the DLQ.")
+    partition_stall_seconds: float = Field(60.0, ge=0, description="An owned partition whose committed records wait this long without being fetched means a stuck Kafka client: the process exits (code 2) so that a fresh consumer takes over; 0 turns the check off.")
+    crash_limit: int = Field(3, ge=0, description="An event that was in hand when the process died this many times goes to the DLQ (reason stage_crashed) instead of killing it again; 0 turns the guard off.")
+    state_dir: Path = Field(Path(tempfile.gettempdir()) / "deskgen", json_schema_extra={"shown_default": "$TMPDIR/deskgen"}, description="Where the crash ledger lives; it must outlive a container restart (the chart's /tmp emptyDir does).")
     model_cache: Path = Field(Path.home() / ".cache" / "deskgen" / "models", json_schema_extra={"shown_default": "~/.cache/deskgen/models"}, description="Where downloaded models are cached.")
     dev_models: Path = Field(Path(".cache") / "dev-models", description="Where `deskgen models build-dev` writes dev weights.")
     log_level: str = Field("INFO", description="Python log level.")
@@ -149,7 +153,7 @@ def describe(cls: type[BaseSettings]) -> list[tuple[str, str, str]]:
         default = shown or field.get_default(call_default_factory=True)
         if isinstance(default, list):
             default = json.dumps(default)
-        if isinstance(field.default, SecretStr) or "secret" in (field.description or ""):
+        if isinstance(field.default, SecretStr) or "secret" in (field.description or "") and not shown:
             default = "—" if default is None else "(secret)"
         rows.append((f"{prefix}{name}".upper(), "" if default is None else str(default), field.description or ""))
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import time
 import urllib.request
 
@@ -59,6 +60,74 @@ def test_kill_9_mid_job_loses_nothing_and_duplicates_nothing(pipeline):
 
     _assert_one_result_each(pipeline, results)
     assert all(rs[0]["status"] == "succeeded" for rs in results.values())
+
+
+def test_an_event_that_kills_its_stage_process_ends_failed_at_the_crash_limit_and_blocks_nothing(pipeline):
+    pipeline.create_topics()
+    before, poison, after = pipeline.submit(), pipeline.submit(photo_bytes(size=(77, 64))), pipeline.submit()
+    # the classifier SIGKILLs itself on this photo; a short session lets its restart rejoin at once
+    die = {"TEST_STAGE_DIE_ON_WIDTH": "77", "DESKGEN_KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    classifier = pipeline.start("classifier", **die)
+    pipeline.start("captioner")
+    pipeline.start("generator")
+
+    deaths, results = 0, {}
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not all(results.get(job) for job in (before, poison, after)):
+        if classifier.process.poll() is not None:  # restarted as Kubernetes would, same instance id
+            assert classifier.process.returncode == -signal.SIGKILL, classifier.log()
+            deaths += 1
+            classifier = pipeline.start("classifier", **die)
+        results = pipeline.results([before, poison, after], timeout=2, settle=0)
+    results = pipeline.results([before, poison, after], timeout=30, settle=3)
+
+    _assert_one_result_each(pipeline, results)
+    assert deaths == 3, f"DESKGEN_CRASH_LIMIT is 3; the process died {deaths} times"
+    assert (results[poison][0]["status"], results[poison][0]["reason"]) == ("failed", "stage_crashed")
+    assert results[before][0]["status"] == results[after][0]["status"] == "succeeded"
+    assert [(r["job_id"], r["reason"]) for r in pipeline.dlq(1)] == [(poison, "stage_crashed")]
+
+
+def test_a_partition_taken_away_mid_batch_is_consumed_again_when_it_comes_back(pipeline):
+    # A batch pauses its partitions; a rebalance moves one away mid-batch and it comes back after the
+    # batch: it must be fetched again (librdkafka documents that pause flags outlive a rebalance).
+    pipeline.create_topics(partitions=2)
+    first = [pipeline.submit() for _ in range(4)]  # one batch of 4 × 3 s, both partitions paused
+    slow = pipeline.start("classifier", instance="0", TEST_STAGE_SLEEP_S="3")
+    pipeline.start("captioner")
+    pipeline.start("generator")
+    slow.wait_log(r"assigned \[0, 1\]")
+    time.sleep(1.5)
+    other = pipeline.start("classifier", instance="1")
+    other.wait_log(r"assigned \[\d\]")
+    slow.wait_log(r"revoked during the batch")  # the batch is over; the partition it lost is elsewhere
+    first_results = pipeline.results(first, timeout=90)  # and the slow one is idle again
+    assert other.terminate() == 0
+    slow.wait_log(r"revoked during the batch[\s\S]*assigned \[0, 1\]")  # ...and now back
+    later = [pipeline.submit() for _ in range(8)]  # keyed by job id: both partitions get some
+
+    results = {**first_results, **pipeline.results(later, timeout=90, settle=2)}
+
+    _assert_one_result_each(pipeline, results)
+    assert all(rs[0]["status"] == "succeeded" for rs in results.values())
+
+
+def test_a_consumer_that_stops_fetching_what_it_owns_exits_and_its_restart_takes_over(pipeline):
+    pipeline.create_topics()
+    stall = {"DESKGEN_PARTITION_STALL_SECONDS": "4"}
+    stuck = pipeline.start("classifier", TEST_STAGE_STOP_FETCHING="1", **stall)
+    downstream = [pipeline.start("captioner", **stall), pipeline.start("generator", **stall)]
+    stuck.wait_log(r"assigned \[0\]")
+    time.sleep(6)  # idle partitions, nothing waiting: no false alarm
+    assert stuck.process.poll() is None, stuck.log()
+    job = pipeline.submit()
+
+    assert stuck.process.wait(60) == 2
+    assert "not fetched" in stuck.log() and "fresh consumer" in stuck.log()
+    pipeline.start("classifier", **stall)
+    assert pipeline.results([job])[job][0]["status"] == "succeeded"
+    time.sleep(6)  # transactional inputs end in commit markers: idle there is no alarm either
+    assert all(service.process.poll() is None for service in downstream), pipeline.describe_failure()
 
 
 def test_malformed_event_ends_as_dlq_record_and_failed_result(pipeline):

@@ -104,7 +104,8 @@ class Pipeline:
         self.bucket = self.prefix.rstrip(".").replace("_", "-")
         self.env = {**os.environ, **self.base_env, "DESKGEN_TOPIC_PREFIX": self.prefix,
                     "DESKGEN_S3_BUCKET": self.bucket, "DESKGEN_KAFKA_GROUP_PREFIX": self.prefix,
-                    "DESKGEN_HTTP_PORT": "0", "PYTHONUNBUFFERED": "1"}
+                    "DESKGEN_HTTP_PORT": "0", "DESKGEN_STATE_DIR": str(self.workdir / "state"),
+                    "PYTHONUNBUFFERED": "1"}
         os.environ.update({k: self.env[k] for k in ("DESKGEN_TOPIC_PREFIX", "DESKGEN_S3_BUCKET")})
         from deskgen.common.storage import ObjectStore
 

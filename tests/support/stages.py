@@ -2,20 +2,24 @@
 decoder, make a decision from its pixels and write a PNG, with no model.
 
 Run one as a service: ``python tests/support/stages.py classifier|captioner|generator``.
-``TEST_STAGE_SLEEP_S`` makes every job take that long (slow-job and crash tests).
+``TEST_STAGE_SLEEP_S`` makes every job take that long (slow-job and crash tests);
+``TEST_STAGE_DIE_ON_WIDTH`` makes the classifier kill its own process on a photo of that width, the
+way a native crash in a decoder would; ``TEST_STAGE_STOP_FETCHING`` makes its Kafka client stop
+fetching the partitions it is assigned (a stuck client).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 import time
 
 from PIL import ImageStat
 
 from deskgen.common.keys import generated_key
-from deskgen.common.runtime import serve
+from deskgen.common.runtime import Runtime, serve
 from deskgen.common.stage import Blob, Emit, Reject
 
 _MODEL = {"name": "test-stage", "version": "1"}
@@ -36,7 +40,10 @@ class GreenClassifier:
 
     def handle(self, event, blobs):
         _pause()
-        red, green, _ = ImageStat.Stat(blobs.image(event.data["image_key"])).mean
+        image = blobs.image(event.data["image_key"])
+        if str(image.width) == os.environ.get("TEST_STAGE_DIE_ON_WIDTH"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        red, green, _ = ImageStat.Stat(image).mean
         score = green / max(red + green, 1e-6)
         section = {"label": "desk" if score >= 0.5 else "not_desk", "score": score, "threshold": 0.5,
                    "model": _MODEL, "inference_ms": 0.0, "evidence": []}
@@ -82,5 +89,19 @@ class ThumbnailGenerator:
 
 STAGES = {"classifier": GreenClassifier, "captioner": SizeCaptioner, "generator": ThumbnailGenerator}
 
+
+def _stop_fetching_on_assign() -> None:
+    on_assign = Runtime._on_assign
+
+    def paused_on_assign(self, consumer, partitions):
+        on_assign(self, consumer, partitions)
+        consumer.assign(partitions)
+        consumer.pause(partitions)
+
+    Runtime._on_assign = paused_on_assign
+
+
 if __name__ == "__main__":
+    if os.environ.get("TEST_STAGE_STOP_FETCHING"):
+        _stop_fetching_on_assign()
     raise SystemExit(serve(STAGES[sys.argv[1]]()))

@@ -43,10 +43,12 @@ def test_kafka_security_settings_pass_through(monkeypatch):
     monkeypatch.setenv("DESKGEN_KAFKA_SASL_MECHANISM", "PLAIN")
     monkeypatch.setenv("DESKGEN_KAFKA_SASL_USERNAME", "u")
     monkeypatch.setenv("DESKGEN_KAFKA_SASL_PASSWORD", "p")
-    monkeypatch.setenv("DESKGEN_KAFKA_EXTRA", '{"socket.keepalive.enable": "true"}')
-    config = settings.load(settings.KafkaSettings).client_config()
+    monkeypatch.setenv("DESKGEN_KAFKA_EXTRA", '{"socket.keepalive.enable": "true", "sasl.oauthbearer.client.secret": "s3cr3t"}')
+    kafka = settings.load(settings.KafkaSettings)
+    config = kafka.client_config()
     assert config["security.protocol"] == "SASL_SSL" and config["sasl.password"] == "p"
-    assert config["socket.keepalive.enable"] == "true"
+    assert config["socket.keepalive.enable"] == "true" and config["sasl.oauthbearer.client.secret"] == "s3cr3t"
+    assert "s3cr3t" not in repr(kafka), "extra properties may hold secrets: never shown"
 
 
 def test_secrets_can_come_from_mounted_files(monkeypatch, tmp_path):
