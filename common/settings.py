@@ -111,7 +111,7 @@ class RuntimeSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long the job in hand may take to finish before it is abandoned (and redelivered).")
     max_event_bytes: int = Field(1024 * 1024, gt=0, description="Largest event value accepted; larger ones go to the DLQ.")
     partition_stall_seconds: float = Field(60.0, ge=0, description="An owned partition whose committed records wait this long without being fetched means a stuck Kafka client: the process exits (code 2) so that a fresh consumer takes over; 0 turns the check off.")
-    crash_limit: int = Field(3, ge=0, description="An event that was in hand when the process died this many times goes to the DLQ (reason stage_crashed) instead of killing it again; 0 turns the guard off.")
+    crash_limit: int = Field(5, ge=0, description="An event that was in hand when the process died this many times goes to the DLQ (reason stage_crashed) instead of killing it again; 0 turns the guard off.")
     state_dir: Path = Field(Path(tempfile.gettempdir()) / "deskgen", json_schema_extra={"shown_default": "$TMPDIR/deskgen"}, description="Where the crash ledger lives; it must outlive a container restart (the chart's /tmp emptyDir does).")
     model_cache: Path = Field(Path.home() / ".cache" / "deskgen" / "models", json_schema_extra={"shown_default": "~/.cache/deskgen/models"}, description="Where downloaded models are cached.")
     dev_models: Path = Field(Path(".cache") / "dev-models", description="Where `deskgen models build-dev` writes dev weights.")

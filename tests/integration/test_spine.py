@@ -66,7 +66,7 @@ def test_an_event_that_kills_its_stage_process_ends_failed_at_the_crash_limit_an
     pipeline.create_topics()
     before, poison, after = pipeline.submit(), pipeline.submit(photo_bytes(size=(77, 64))), pipeline.submit()
     # the classifier SIGKILLs itself on this photo; a short session lets its restart rejoin at once
-    die = {"TEST_STAGE_DIE_ON_WIDTH": "77", "DESKGEN_KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    die = {"TEST_STAGE_DIE_ON_WIDTH": "77", "DESKGEN_KAFKA_SESSION_TIMEOUT_MS": "6000", "DESKGEN_CRASH_LIMIT": "3"}
     classifier = pipeline.start("classifier", **die)
     pipeline.start("captioner")
     pipeline.start("generator")
@@ -82,7 +82,7 @@ def test_an_event_that_kills_its_stage_process_ends_failed_at_the_crash_limit_an
     results = pipeline.results([before, poison, after], timeout=30, settle=3)
 
     _assert_one_result_each(pipeline, results)
-    assert deaths == 3, f"DESKGEN_CRASH_LIMIT is 3; the process died {deaths} times"
+    assert deaths == 3, f"the crash limit is 3; the process died {deaths} times"
     assert (results[poison][0]["status"], results[poison][0]["reason"]) == ("failed", "stage_crashed")
     assert results[before][0]["status"] == results[after][0]["status"] == "succeeded"
     assert [(r["job_id"], r["reason"]) for r in pipeline.dlq(1)] == [(poison, "stage_crashed")]
