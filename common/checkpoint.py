@@ -30,6 +30,7 @@ _OVERRUN_S = 5.0
 class _Wedged(Exception):
     """A transactional call kept failing retriably for longer than the transaction may live."""
 
+
 class Checkpoint:
     """A transactional producer bound to one consumer group member."""
 

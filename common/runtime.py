@@ -253,7 +253,6 @@ class Runtime:
         metrics.INFLIGHT.labels(**self._labels).set(len(items))
         metrics.BATCH_SIZE.labels(**self._labels).observe(len(items))
         self._revoked = False
-        committed = False
         try:
             for item in items:
                 self._decode(item)
