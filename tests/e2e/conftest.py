@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from chart.prometheus_local import write_prometheus_config
+from support.pipeline import answers_ok
 
 
 @dataclass
@@ -73,12 +74,8 @@ class PrometheusServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
+            if answers_ok(f"http://127.0.0.1:{self.port}/-/ready"):
+                return
             time.sleep(0.2)
         self.stop()
         raise AssertionError(f"Prometheus not ready within {timeout:.0f} s:\n{self.log()[-3000:]}")

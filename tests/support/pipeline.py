@@ -24,6 +24,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
+def answers_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 within 2 s (a server still starting does not)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def photo_bytes(color=(40, 160, 60), size=(96, 64), fmt="JPEG") -> bytes:
     """A small generated photo; green passes the test classifier, red does not."""
     buffer = io.BytesIO()
@@ -57,12 +66,8 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"{self.name} exited:\n{self.log()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
+            if answers_ok(f"http://127.0.0.1:{port}/readyz"):
+                return
             time.sleep(0.5)
         raise AssertionError(f"{self.name} not ready within {timeout:.0f} s:\n{self.log()[-3000:]}")
 
