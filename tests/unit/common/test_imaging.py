@@ -1,63 +1,110 @@
-import io
+"""Hostile images through the shared decoder: each gets its specific outcome, and memory stays small
+while refusing decompression bombs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from deskgen.common.errors import InvalidInputError
-from deskgen.common.imaging import ImageSettings, decode_image
+from deskgen.common.imaging import decode_image
+from hostile.images import BOMBS, DECODED, EXIF_TRANSPOSE, GREEN, RED, REFUSED, marker_image, oriented_jpeg
+
+_TESTS = Path(__file__).resolve().parents[1]
 
 
-def _encode(image, fmt, **options):
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-@pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("L", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"),
-                                       ("P", "PNG"), ("RGBA", "PNG"), ("LA", "PNG"), ("RGB", "WEBP")])
-def test_every_mode_becomes_rgb(mode, fmt):
-    image = decode_image(_encode(Image.new(mode, (40, 30)), fmt))
-    assert (image.mode, image.size) == ("RGB", (40, 30))
-
-
-def test_transparency_is_composited_on_white():
-    image = decode_image(_encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
-    assert image.getpixel((0, 0)) == (255, 255, 255)
-
-
-def test_exif_orientation_is_applied():
-    image = Image.new("RGB", (60, 30))
-    exif = image.getexif()
-    exif[0x0112] = 6  # rotate 90° clockwise
-    assert decode_image(_encode(image, "JPEG", exif=exif)).size == (30, 60)
-
-
-@pytest.mark.parametrize("data, reason", [
-    (b"", "image_empty"),
-    (b"just some text named photo.jpg", "image_undecodable"),
-    (_encode(Image.new("RGB", (10, 10)), "GIF"), "image_format_not_allowed"),
-    (_encode(Image.new("RGB", (10, 10)), "BMP"), "image_format_not_allowed"),
-    (_encode(Image.new("RGB", (64, 64)), "PNG")[:70], "image_truncated"),
-])
-def test_refusals_name_their_reason(data, reason):
-    with pytest.raises(InvalidInputError) as info:
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_a_hostile_image_is_refused_with_its_specific_reason(name):
+    data, reason = REFUSED[name]
+    with pytest.raises(InvalidInputError) as refused:
         decode_image(data)
-    assert info.value.reason == reason and info.value.status == "rejected"
+    assert (refused.value.reason, refused.value.status) == (reason, "rejected"), refused.value.detail
 
 
-def test_decompression_bomb_is_refused_from_the_header():
-    bomb = _encode(Image.new("1", (20000, 20000)), "PNG")  # ~50 KB file, 400 Mpx
-    with pytest.raises(InvalidInputError) as info:
-        decode_image(bomb)
-    assert info.value.reason == "image_too_many_pixels"
+@pytest.mark.parametrize("name", sorted(DECODED))
+def test_an_unusual_but_legitimate_image_decodes_to_upright_8_bit_rgb(name):
+    data, size = DECODED[name]
+    image = decode_image(data)
+    assert (image.mode, image.size) == ("RGB", size)
 
 
-@pytest.mark.parametrize("size, limits, reason", [
-    ((100, 100), ImageSettings(max_pixels=5000), "image_too_many_pixels"),
-    ((2000, 10), ImageSettings(), "image_bad_dimensions"),
-    ((100, 100), ImageSettings(max_bytes=50), "image_too_large"),
-])
-def test_configured_limits_apply(size, limits, reason):
-    with pytest.raises(InvalidInputError) as info:
-        decode_image(_encode(Image.new("RGB", size), "PNG"), limits)
-    assert info.value.reason == reason
+def _close(pixel, expected, tolerance=12):
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))
+
+
+def test_colour_survives_cmyk_16_bit_palette_alpha_and_animation():
+    assert _close(decode_image(DECODED["cmyk_jpeg"][0]).getpixel((5, 5)), (55, 255, 55))  # 255 - C, 255 - M, 255 - Y
+    assert decode_image(DECODED["png_16bit_grey"][0]).getpixel((0, 0)) == (128, 128, 128)
+    assert decode_image(DECODED["png_16bit_rgb"][0]).getpixel((0, 0)) == GREEN
+    palette = decode_image(DECODED["palette_with_alpha"][0])
+    assert (palette.getpixel((0, 0)), palette.getpixel((5, 5))) == ((255, 255, 255), GREEN)  # transparent → white
+    for name in ("animated_png", "animated_webp"):
+        assert decode_image(DECODED[name][0]).getpixel((3, 3)) == GREEN, f"{name}: not the first frame"
+
+
+@pytest.mark.parametrize("orientation", sorted(EXIF_TRANSPOSE))
+def test_every_exif_orientation_is_displayed_upright(orientation):
+    operation = EXIF_TRANSPOSE[orientation]
+    expected = marker_image() if operation is None else marker_image().transpose(operation)
+    decoded = decode_image(oriented_jpeg(orientation))
+    assert decoded.size == expected.size
+    width, height = expected.size
+    for x, y in ((width // 4, height // 4), (3 * width // 4, height // 4), (width // 4, 3 * height // 4),
+                 (3 * width // 4, 3 * height // 4)):
+        assert _close(decoded.getpixel((x, y)), expected.getpixel((x, y)), 40), (orientation, (x, y))
+
+
+def test_nonsense_exif_orientations_leave_the_image_as_stored():
+    for name in ("exif_orientation_0", "exif_orientation_65535", "exif_corrupt"):
+        decoded = decode_image(DECODED[name][0])
+        assert _close(decoded.getpixel((6, 3)), RED, 40) and _close(decoded.getpixel((40, 20)), GREEN, 40), name
+
+
+_MEASURE = textwrap.dedent("""
+    import json, resource, sys
+    from pathlib import Path
+
+    def peak_kib():
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+    from deskgen.common.errors import InvalidInputError
+    from deskgen.common.imaging import decode_image
+    decode_image(Path(sys.argv[1]).read_bytes())  # warm up: imports, plugin registry
+    limit = 2 << 30  # a true bomb fails with MemoryError here instead of swapping the machine
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    growth = {}
+    for path in sys.argv[2:]:
+        data = Path(path).read_bytes()
+        before = peak_kib()
+        try:
+            decode_image(data)
+            outcome = "decoded"
+        except InvalidInputError as exc:
+            outcome = exc.reason
+        growth[Path(path).name] = (outcome, (peak_kib() - before) / 1024)
+    print(json.dumps(growth))
+""")
+
+
+def test_refusing_a_decompression_bomb_keeps_peak_memory_small(tmp_path):
+    warmup = tmp_path / "warmup"
+    warmup.write_bytes(DECODED["one_pixel"][0])
+    paths = []
+    for name in BOMBS:
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(REFUSED[name][0])
+    run = subprocess.run([sys.executable, "-c", _MEASURE, str(warmup), *map(str, paths)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    growth = json.loads(run.stdout)
+    for name in BOMBS:
+        outcome, peak_growth_mib = growth[name]
+        assert outcome == REFUSED[name][1], (name, outcome)
+        assert peak_growth_mib < 64, f"{name}: peak memory grew by {peak_growth_mib:.0f} MiB while refusing it"

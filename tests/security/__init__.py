@@ -1,1 +1,0 @@
-"""Security tests: where credentials come from, that they are never printed, and Kafka SASL (issue 7)."""
