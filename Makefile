@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration bench chart-check chaos lint
+.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration test-e2e env bench chart-check chaos lint
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -12,12 +12,14 @@ help: ## list the targets
 setup: .venv/.installed ## create .venv and install pinned dependencies (torch CPU/CUDA build, ML stack, dev tools)
 
 .venv/.installed: pyproject.toml
+	bash stack/system-deps.sh setup
 	test -x .venv/bin/python || python3.11 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
 	.venv/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
 stack-up: ## start Kafka (KRaft) and the S3 server on 127.0.0.1, wait until ready (idempotent)
+	bash stack/system-deps.sh demo
 	$(PY) stack/localstack.py up
 
 stack-down: ## stop the local stack (idempotent); data and logs stay in .stack/
@@ -33,14 +35,26 @@ dev-models: setup ## build the tiny dev-weight models used by the demo and the t
 	.venv/bin/deskgen models build-dev all --size tiny
 
 demo: setup ## fresh machine: stack up, three services, sample photos through every stage, results printed
+	bash stack/system-deps.sh demo
 	$(PY) stack/demo.py
 
-test: setup ## all tests: unit, then integration against the real local stack (started if needed)
+test: setup ## all tests: unit, chart, then integration and e2e against the real local stack (started if needed)
+	bash stack/system-deps.sh test
 	$(PY) stack/localstack.py up
 	$(PY) -m pytest tests
 
-test-unit: setup ## unit tests only (no broker)
+test-unit: setup ## unit tests only (no broker, no system tools)
 	$(PY) -m pytest tests/unit
+
+test-integration: setup ## integration tests: the runtime and clients against the real local Kafka and S3 (started if needed)
+	bash stack/system-deps.sh demo
+	$(PY) stack/localstack.py up
+	$(PY) -m pytest tests/integration
+
+test-e2e: setup ## end-to-end tests: the real services as processes (and a real Prometheus) on the local stack
+	bash stack/system-deps.sh test
+	$(PY) stack/localstack.py up
+	$(PY) -m pytest tests/e2e
 
 lint: setup ## pyflakes over the Python code
 	$(PY) -m pyflakes common services stack tests
@@ -49,9 +63,11 @@ chart-check: setup ## lint, render and validate the Helm chart; check and unit-t
 	PY=$(PY) helm/chart-check.sh
 
 chaos: setup ## chaos run: 100 kill -9s, a broker restart and a 30 s S3 outage under load; checks exactly-once (~9 min)
+	bash stack/system-deps.sh demo
 	$(PY) stack/chaos.py
 
 bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
+	bash stack/system-deps.sh demo
 	$(PY) stack/localstack.py up
 	$(PY) tests/bench/bench_spine.py
 	$(PY) tests/bench/bench_classifier.py
