@@ -8,7 +8,7 @@ import pytest
 
 import chaos
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
 CI_RUN = chaos.Options(jobs=40, kills=10, broker_restart=True, s3_outage_s=10, seed=7, kill_interval_s=3.0,
                        baseline_rate=4.0, drain_timeout_s=120)

@@ -12,7 +12,7 @@ import pytest
 
 from support.pipeline import photo_bytes
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
 STAGES = ("classifier", "captioner", "generator")
 

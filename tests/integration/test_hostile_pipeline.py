@@ -16,11 +16,11 @@ import pytest
 from confluent_kafka import Producer
 
 from deskgen.common import events
-from hostile.images import DECODED, REFUSED
-from hostile.malformed import DEFECTS, MAX_EVENT_BYTES, REASONS, hostile_records, sample, valid_data
+from support.hostile_images import DECODED, REFUSED
+from support.malformed import DEFECTS, MAX_EVENT_BYTES, REASONS, hostile_records, sample, valid_data
 from support.pipeline import photo_bytes
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hostile]
 
 _SAFE_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _PER_DEFECT = 3  # 22 defect classes × 3 ≈ 60 fuzzed records per run

@@ -189,6 +189,8 @@ def test_s3_outage_during_a_job_is_retried_until_s3_returns(pipeline, stack):
 
 
 def test_job_longer_than_max_poll_interval_does_not_rebalance(pipeline):
+    """Two jobs in a row, each waiting a set 16 s (not computing: the test must not depend on CPU speed),
+    against a 7 s max.poll.interval.ms and a 6 s session timeout."""
     pipeline.create_topics()
     poll_limits = {"DESKGEN_KAFKA_SESSION_TIMEOUT_MS": "6000", "DESKGEN_KAFKA_MAX_POLL_INTERVAL_MS": "7000"}
     pipeline.start("classifier")
@@ -199,6 +201,7 @@ def test_job_longer_than_max_poll_interval_does_not_rebalance(pipeline):
     results = pipeline.results(jobs, timeout=120, settle=2.0)
 
     _assert_one_result_each(pipeline, results)
+    assert min(rs[0]["timeline"]["generator"]["handle_ms"] for rs in results.values()) >= 16000
     assert "revoked" not in generator.log(), generator.log()[-3000:]
 
 

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from deskgen.common import events, keys
 from deskgen.common.errors import InvalidInputError
-from hostile.malformed import (DEFECTS, JOB, MAX_EVENT_BYTES, PIPELINE_KINDS, PIPELINE_ONLY_DEFECTS, REASONS,
+from support.malformed import (DEFECTS, JOB, MAX_EVENT_BYTES, PIPELINE_KINDS, PIPELINE_ONLY_DEFECTS, REASONS,
                                UNSAFE_JOB_IDS, UNSAFE_KEYS, hostile_records, valid_data)
+
+pytestmark = pytest.mark.hostile
 
 _SAFE_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # applied with fullmatch: nothing may trail
 _FUZZ = settings(max_examples=12, deadline=None, database=None,

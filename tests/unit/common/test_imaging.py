@@ -1,5 +1,6 @@
-"""Hostile images through the shared decoder: each gets its specific outcome, and memory stays small
-while refusing decompression bombs."""
+"""The shared image decoder: every accepted image becomes upright 8-bit RGB, configured limits apply,
+and hostile images (marked `hostile`) each get their specific outcome, with memory kept small while
+refusing decompression bombs."""
 
 from __future__ import annotations
 
@@ -7,17 +8,42 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from deskgen.common.errors import InvalidInputError
-from deskgen.common.imaging import decode_image
-from hostile.images import BOMBS, DECODED, EXIF_TRANSPOSE, GREEN, RED, REFUSED, marker_image, oriented_jpeg
+from deskgen.common.imaging import ImageSettings, decode_image
+from support.hostile_images import (BOMBS, DECODED, EXIF_TRANSPOSE, GREEN, RED, REFUSED, encode, marker_image,
+                                    oriented_jpeg)
 
-_TESTS = Path(__file__).resolve().parents[1]
+
+@pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("L", "PNG"), ("I;16", "PNG"), ("P", "PNG"), ("RGBA", "PNG"),
+                                       ("RGB", "WEBP")])
+def test_every_mode_becomes_rgb(mode, fmt):
+    image = decode_image(encode(Image.new(mode, (40, 30)), fmt))
+    assert (image.mode, image.size) == ("RGB", (40, 30))
 
 
+def test_transparency_is_composited_on_white():
+    image = decode_image(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
+    assert image.getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("size, limits, reason", [
+    ((100, 100), ImageSettings(max_pixels=5000), "image_too_many_pixels"),
+    ((2000, 10), ImageSettings(), "image_bad_dimensions"),
+    ((100, 100), ImageSettings(max_bytes=50), "image_too_large"),
+])
+def test_configured_limits_apply(size, limits, reason):
+    with pytest.raises(InvalidInputError) as info:
+        decode_image(encode(Image.new("RGB", size), "PNG"), limits)
+    assert info.value.reason == reason
+
+
+# ---- hostile images ------------------------------------------------------------------------------
+
+@pytest.mark.hostile
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_a_hostile_image_is_refused_with_its_specific_reason(name):
     data, reason = REFUSED[name]
@@ -26,6 +52,7 @@ def test_a_hostile_image_is_refused_with_its_specific_reason(name):
     assert (refused.value.reason, refused.value.status) == (reason, "rejected"), refused.value.detail
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("name", sorted(DECODED))
 def test_an_unusual_but_legitimate_image_decodes_to_upright_8_bit_rgb(name):
     data, size = DECODED[name]
@@ -37,6 +64,7 @@ def _close(pixel, expected, tolerance=12):
     return all(abs(a - b) <= tolerance for a, b in zip(pixel, expected))
 
 
+@pytest.mark.hostile
 def test_colour_survives_cmyk_16_bit_palette_alpha_and_animation():
     assert _close(decode_image(DECODED["cmyk_jpeg"][0]).getpixel((5, 5)), (55, 255, 55))  # 255 - C, 255 - M, 255 - Y
     assert decode_image(DECODED["png_16bit_grey"][0]).getpixel((0, 0)) == (128, 128, 128)
@@ -47,6 +75,7 @@ def test_colour_survives_cmyk_16_bit_palette_alpha_and_animation():
         assert decode_image(DECODED[name][0]).getpixel((3, 3)) == GREEN, f"{name}: not the first frame"
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("orientation", sorted(EXIF_TRANSPOSE))
 def test_every_exif_orientation_is_displayed_upright(orientation):
     operation = EXIF_TRANSPOSE[orientation]
@@ -59,6 +88,7 @@ def test_every_exif_orientation_is_displayed_upright(orientation):
         assert _close(decoded.getpixel((x, y)), expected.getpixel((x, y)), 40), (orientation, (x, y))
 
 
+@pytest.mark.hostile
 def test_nonsense_exif_orientations_leave_the_image_as_stored():
     for name in ("exif_orientation_0", "exif_orientation_65535", "exif_corrupt"):
         decoded = decode_image(DECODED[name][0])
@@ -93,6 +123,7 @@ _MEASURE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.hostile
 def test_refusing_a_decompression_bomb_keeps_peak_memory_small(tmp_path):
     warmup = tmp_path / "warmup"
     warmup.write_bytes(DECODED["one_pixel"][0])

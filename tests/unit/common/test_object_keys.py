@@ -11,7 +11,9 @@ from deskgen.common.events import Event
 from deskgen.common.runtime import Runtime, _Item, _JobBlobs
 from deskgen.common.settings import ImageSettings, KafkaSettings, RuntimeSettings
 from deskgen.common.stage import Blob, Emit
-from hostile.malformed import UNSAFE_IMAGE_KEYS, UNSAFE_JOB_IDS
+from support.malformed import UNSAFE_IMAGE_KEYS, UNSAFE_JOB_IDS
+
+pytestmark = pytest.mark.hostile
 
 JOB = "job-7"
 
