@@ -31,6 +31,9 @@ stack-status: ## show what the local stack is running
 topics: setup ## create the pipeline topics on the configured broker
 	.venv/bin/deskgen topics create
 
+env: setup ## print the settings for the CLI or a service run by hand on the local stack (stack + dev models): eval "$$(make -s env)"
+	@$(PY) stack/devenv.py
+
 dev-models: setup ## build the tiny dev-weight models used by the demo and the tests
 	.venv/bin/deskgen models build-dev all --size tiny
 
