@@ -26,10 +26,13 @@ CRD_SCHEMAS = {path.stem: json.loads(path.read_text()) for path in (HERE / "crds
 STAGES = {"classifier": "uploaded", "captioner": "classified", "generator": "captioned"}
 FULLNAME = f"{RELEASE}-deskgen"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
+# --set values that switch on every custom resource the chart can render.
+CUSTOM_RESOURCES_ON = (*(f"{stage}.autoscaling.enabled=true" for stage in STAGES),
+                       "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true")
 STAGE_ENV = {
     "DESKGEN_KAFKA_BOOTSTRAP_SERVERS", "DESKGEN_KAFKA_SECURITY_PROTOCOL", "DESKGEN_KAFKA_SASL_MECHANISM",
     "DESKGEN_KAFKA_SASL_USERNAME", "DESKGEN_KAFKA_SASL_PASSWORD", "DESKGEN_KAFKA_SSL_CA_LOCATION",
-    "DESKGEN_TOPIC_PREFIX", "DESKGEN_S3_ENDPOINT", "DESKGEN_S3_ACCESS_KEY", "DESKGEN_S3_SECRET_KEY",
+    "DESKGEN_TOPIC_PREFIX", "DESKGEN_KAFKA_GROUP_PREFIX", "DESKGEN_S3_ENDPOINT", "DESKGEN_S3_ACCESS_KEY", "DESKGEN_S3_SECRET_KEY",
     "DESKGEN_S3_BUCKET", "DESKGEN_S3_SECURE", "DESKGEN_S3_REGION", "DESKGEN_HTTP_HOST", "DESKGEN_HTTP_PORT",
     "DESKGEN_MODEL_CACHE", "DESKGEN_INSTANCE_ID", "DESKGEN_SHUTDOWN_GRACE_SECONDS",
     "DESKGEN_CLASSIFIER_MODEL", "DESKGEN_CLASSIFIER_THREADS", "DESKGEN_CAPTIONER_MODEL",
@@ -121,10 +124,18 @@ def test_kubernetes_validate_strict_rejects_an_unknown_field(tools, render, tmp_
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_custom_resources_match_the_crd_schema_subsets(render, scenario):
-    for obj in render.objects(scenario):
+    """Every scenario with every custom resource switched on: a scenario that rendered none would check nothing."""
+    kafka = load_values(scenario)["kafka"]
+    expected = {"ScaledObject", "ServiceMonitor", "PrometheusRule"}
+    if kafka["securityProtocol"].startswith("SASL_") or (kafka["securityProtocol"].endswith("SSL") and kafka["tls"]["caSecret"]):
+        expected.add("TriggerAuthentication")  # KEDA needs the Kafka credentials
+    checked = set()
+    for obj in render.objects(scenario, KUBE_VERSIONS[-1], *CUSTOM_RESOURCES_ON):
         if obj["kind"] in CUSTOM_KINDS:
             group_version = obj["apiVersion"].replace("/", "_")
             jsonschema.Draft202012Validator(CRD_SCHEMAS[f"{group_version}_{obj['kind']}"]).validate(obj)
+            checked.add(obj["kind"])
+    assert checked == expected
 
 
 def test_crd_schema_subsets_reject_what_the_crds_reject(render):
@@ -187,6 +198,7 @@ def test_stage_deployments_follow_the_service_contract(render, scenario):
         assert env["DESKGEN_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
         assert (env["DESKGEN_HTTP_HOST"]["value"], env["DESKGEN_HTTP_PORT"]["value"]) == ("0.0.0.0", "8080")
         assert env["DESKGEN_TOPIC_PREFIX"]["value"] == values["topics"]["prefix"]
+        assert env["DESKGEN_KAFKA_GROUP_PREFIX"]["value"] == values["kafka"]["groupPrefix"]
         assert "HF_HUB_OFFLINE" not in env
         for name in SECRET_ENV & set(env):
             assert set(env[name]) == {"name", "valueFrom"} and "secretKeyRef" in env[name]["valueFrom"], name
@@ -278,6 +290,16 @@ def test_keda_scales_each_stage_on_the_lag_of_its_own_topic_and_group(render):
         assert trigger["authenticationRef"]["name"] in by_kind(objects, "TriggerAuthentication")
         assert "replicas" not in deployments[stage]["spec"], "KEDA owns the replica count"
         assert scaled["maxReplicaCount"] <= 12 or trigger["metadata"]["allowIdleConsumers"] == "true"
+
+
+def test_one_value_names_the_consumer_groups_of_the_stages_and_of_keda(render):
+    objects = render.objects("all-toggles-on", KUBE_VERSIONS[-1], "kafka.groupPrefix=shop-")
+    for stage, deployment in stage_deployments(objects).items():
+        assert env_of(deployment)["DESKGEN_KAFKA_GROUP_PREFIX"]["value"] == "shop-"
+        (trigger,) = by_kind(objects, "ScaledObject")[f"{FULLNAME}-{stage}"]["spec"]["triggers"]
+        assert trigger["metadata"]["consumerGroup"] == f"shop-{stage}"
+    for entry in ("env[0].name=DESKGEN_KAFKA_GROUP_PREFIX", "generator.env[0].name=DESKGEN_KAFKA_GROUP_PREFIX"):
+        assert "set kafka.groupPrefix instead" in render.fails(entry, f"{entry.split('.name')[0]}.value=x-")
 
 
 def test_autoscaling_beyond_the_partitions_is_refused_unless_allowed(render):
@@ -420,6 +442,15 @@ def test_dashboard_has_the_required_panels():
         assert needed in titles
     quantiles = {expr.split(",")[0] for title, expr in panel_queries() if title.startswith("Stage latency")}
     assert quantiles == {"histogram_quantile(0.5", "histogram_quantile(0.95", "histogram_quantile(0.99"}
+
+
+def test_gpu_panels_say_no_gpu_when_the_series_is_absent():
+    """The GPU memory series exists only on CUDA: on a CPU the panel shows "no GPU", not an empty chart."""
+    panels = json.loads((CHART / "dashboards" / "deskgen.json").read_text())["panels"]
+    no_value = {p["title"]: p.get("fieldConfig", {}).get("defaults", {}).get("noValue") for p in panels}
+    gpu = {p["title"] for p in panels if any(GPU_METRIC in t["expr"] for t in p.get("targets", []))}
+    assert gpu and {title: no_value[title] for title in gpu} == {title: "no GPU" for title in gpu}
+    assert "no GPU" not in {no_value[title] for title in set(no_value) - gpu}
 
 
 def test_panel_queries_are_concrete_and_can_leave_out_gpu_metrics():

@@ -72,9 +72,10 @@ captioner: classified
 generator: captioned
 {{- end }}
 
-{{/* Consumer group of a stage (the runtime's contract). */}}
+{{/* Consumer group of a stage: (dict "root" $ "stage" "classifier"). kafka.groupPrefix also reaches the
+     stages as DESKGEN_KAFKA_GROUP_PREFIX, so KEDA watches the group the stages join. */}}
 {{- define "deskgen.consumerGroup" -}}
-deskgen-{{ . }}
+{{- printf "%s%s" .root.Values.kafka.groupPrefix .stage }}
 {{- end }}
 
 {{/* Image reference: (dict "root" $ "image" <stage image block>). */}}
@@ -229,8 +230,18 @@ deskgen-{{ . }}
 {{- if and (not .Values.minio.enabled) (not .Values.s3.endpoint) }}
 {{- fail "s3.endpoint is empty and minio.enabled is false: point the stages at an S3 endpoint" }}
 {{- end }}
+{{- range $entry := .Values.env }}
+{{- if eq $entry.name "DESKGEN_KAFKA_GROUP_PREFIX" }}
+{{- fail "env: DESKGEN_KAFKA_GROUP_PREFIX would leave KEDA watching the old consumer groups; set kafka.groupPrefix instead" }}
+{{- end }}
+{{- end }}
 {{- range $stage, $_ := include "deskgen.stageTopics" . | fromYaml }}
 {{- $values := index $.Values $stage }}
+{{- range $entry := $values.env }}
+{{- if eq $entry.name "DESKGEN_KAFKA_GROUP_PREFIX" }}
+{{- fail (printf "%s.env: DESKGEN_KAFKA_GROUP_PREFIX would leave KEDA watching the old consumer groups; set kafka.groupPrefix instead" $stage) }}
+{{- end }}
+{{- end }}
 {{- if $values.enabled }}
 {{- if ge ($values.shutdownGraceSeconds | int) ($values.terminationGracePeriodSeconds | int) }}
 {{- fail (printf "%s.terminationGracePeriodSeconds (%d) must exceed %s.shutdownGraceSeconds (%d)" $stage ($values.terminationGracePeriodSeconds | int) $stage ($values.shutdownGraceSeconds | int)) }}
