@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 .PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration test-e2e env bench chart-check chaos lint
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 setup: .venv/.installed ## create .venv and install pinned dependencies (torch CPU/CUDA build, ML stack, dev tools)
 
@@ -31,7 +31,7 @@ stack-status: ## show what the local stack is running
 topics: setup ## create the pipeline topics on the configured broker
 	.venv/bin/deskgen topics create
 
-env: setup ## print the settings for the CLI or a service run by hand on the local stack (stack + dev models): eval "$$(make -s env)"
+env: setup ## print the settings (stack + dev models) for the CLI or a service run by hand; use: eval "`make -s env`"
 	@$(PY) stack/devenv.py
 
 dev-models: setup ## build the tiny dev-weight models used by the demo and the tests
