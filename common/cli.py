@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--arch", help="classifier architecture (vgg16)")
     build.add_argument("--out", type=Path, help="output folder (default: the dev-models folder)")
     build.set_defaults(func=_build_dev)
+    export = model_commands.add_parser("export-onnx", help="export a classifier to ONNX (served without torch)")
+    export.add_argument("stage", choices=("classifier",))
+    export.add_argument("--model", help="model URI (default: the classifier's default model)")
+    export.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    export.set_defaults(func=_export_onnx)
 
     train = commands.add_parser("train", help="train a model (see `deskgen train classifier --help`)")
     train.add_argument("stage", choices=("classifier",))
@@ -220,6 +225,14 @@ def _build_dev(args: argparse.Namespace, rest: list[str]) -> int:
         module = importlib.import_module(f"deskgen.services.{stage}.devweights")
         path = module.build_dev(out, size=args.size, **options)
         print(f"{stage}: dev weights ({args.size}) in {path}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace, rest: list[str]) -> int:
+    from deskgen.services.classifier.model import export_onnx
+    from deskgen.services.classifier.settings import DEFAULT_MODEL_URI
+
+    print(f"classifier: ONNX model in {export_onnx(args.model or DEFAULT_MODEL_URI, args.out)}")
     return 0
 
 

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,24 +32,20 @@ from deskgen.common.errors import FatalError
 from deskgen.common.models import resolve
 
 from .checkpoint import ModelSpec, load_checkpoint
-from .networks import IMAGENET_CLASSES, Preprocessing, preprocessing_for
+from .networks import Preprocessing, preprocessing_for
+from .onnx_model import ONNX_FORMAT
+from .scoring import Score, decide, read_logits
 from .settings import DEFAULT_MODEL_URI
 
 __all__ = ["CLASS_SET_FILE", "IMAGENET_NAMES", "BACKENDS", "ClassSet", "Score",
-           "DeskClassifier", "decide"]
+           "DeskClassifier", "decide", "export_onnx"]
 
 CLASS_SET_FILE = Path(__file__).with_name("desk_classes.json")
 IMAGENET_NAMES: list[str] = VGG16_Weights.IMAGENET1K_V1.meta["categories"]
 BACKENDS = ("auto", "torch", "onnxruntime")
-EVIDENCE_TOP_K = 5
 
 _log = logging.getLogger(__name__)
 Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-def decide(score: float, threshold: float) -> str:
-    """``desk`` when ``score >= threshold``, else ``not_desk``."""
-    return "desk" if score >= threshold else "not_desk"
 
 
 @dataclass(frozen=True)
@@ -72,16 +68,6 @@ class ClassSet:
             raise FatalError(f"{path}: not (unique) ImageNet class names: {unknown}")
         return cls(names, tuple(IMAGENET_NAMES.index(n) for n in names), float(data["threshold"]),
                    int(data["version"]))
-
-
-@dataclass(frozen=True)
-class Score:
-    """One photo's result: the desk score, its evidence, and the forward pass that scored it."""
-
-    score: float
-    evidence: list[dict[str, float | str]]
-    inference_ms: float
-    batch_size: int
 
 
 class DeskClassifier:
@@ -172,24 +158,8 @@ class DeskClassifier:
 
     def _read(self, logits: torch.Tensor) -> list[tuple[float, list[dict[str, float | str]]]]:
         spec = self._require_spec()
-        logits = logits.float()
-        imagenet = logits[:, :IMAGENET_CLASSES].softmax(1) if spec.imagenet else None
-        head = logits[:, IMAGENET_CLASSES if spec.imagenet else 0:].softmax(1) if spec.classes else None
-        read = []
-        for row in range(logits.shape[0]):
-            if head is not None:
-                score = float(head[row, spec.classes.index("desk")])
-            else:
-                score = float(imagenet[row, list(self._class_set.indices)].sum())
-            if imagenet is not None:
-                top = imagenet[row].topk(EVIDENCE_TOP_K)
-                evidence = [{"label": IMAGENET_NAMES[i], "prob": round(float(p), 6)}
-                            for p, i in zip(top.values, top.indices)]
-            else:
-                evidence = sorted(({"label": name, "prob": round(float(p), 6)}
-                                   for name, p in zip(spec.classes, head[row])), key=lambda e: -e["prob"])
-            read.append((score, evidence))
-        return read
+        return read_logits(logits.float().numpy(), imagenet=spec.imagenet, classes=spec.classes,
+                           desk_indices=None if spec.classes else self._class_set.indices, labels=IMAGENET_NAMES)
 
     def _pick_backend(self) -> str:
         available = all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnxscript"))
@@ -214,21 +184,51 @@ def _torch_runner(network: nn.Module) -> Runner:
     return run
 
 
-def _onnx_runner(network: nn.Module, size: int, threads: int | None) -> Runner:
-    import onnxruntime
-
+def _export(network: nn.Module, size: int):
+    """The network as an ONNX ModelProto with a dynamic batch dimension (input ``pixels``, output ``logits``)."""
     example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(network, (example,), dynamo=True, verbose=False, optimize=True,
                                     input_names=["pixels"], output_names=["logits"],
                                     dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+    return program.model_proto
+
+
+def _onnx_runner(network: nn.Module, size: int, threads: int | None) -> Runner:
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(program.model_proto.SerializeToString(), options,
+    session = onnxruntime.InferenceSession(_export(network, size).SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
 
     def run(pixels: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"pixels": pixels.numpy()})[0])
     return run
+
+
+def export_onnx(uri: str, out: Path, *, arch: str | None = None,
+                head_classes: Sequence[str] = ("desk", "not_desk"), class_set: Path = CLASS_SET_FILE) -> Path:
+    """Export a classifier to one ``.onnx`` file that ``onnx_model.OnnxDeskClassifier`` serves without
+    torch; what the outputs mean (model card, head or class set, preprocessing, labels) travels in the
+    file's ``deskgen`` metadata entry."""
+    spec, network = load_checkpoint(resolve(uri), arch=arch or "efficientnet_lite0",
+                                    head_classes=tuple(head_classes), expected_arch=arch)
+    network.fold_batchnorm()
+    preprocessing = preprocessing_for(spec.arch)
+    proto = _export(network, preprocessing.size)
+    card = {
+        "format": ONNX_FORMAT, "name": spec.name, "version": spec.version, "source": uri,
+        "imagenet": spec.imagenet, "classes": list(spec.classes) if spec.classes else None,
+        "threshold": spec.threshold,
+        "class_set": None if spec.classes else asdict(ClassSet.load(class_set)),
+        "preprocessing": {"size": preprocessing.size, "mean": list(preprocessing.mean), "std": list(preprocessing.std)},
+        "labels": IMAGENET_NAMES if spec.imagenet else [],
+    }
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "deskgen", json.dumps(card)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(proto.SerializeToString())
+    return out

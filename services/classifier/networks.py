@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 from efficientnet_lite_pytorch import EfficientNet
 from efficientnet_lite_pytorch.utils import get_model_params
@@ -25,6 +24,8 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.vgg import VGG, make_layers
+
+from .scoring import IMAGENET_CLASSES, preprocess
 
 __all__ = [
     "ARCHS",
@@ -37,7 +38,6 @@ __all__ = [
 ]
 
 ARCHS = ("efficientnet_lite0", "vgg16")
-IMAGENET_CLASSES = 1000
 # torchvision's configuration "D": conv widths, "M" = 2×2 max-pool.
 VGG16_LAYERS: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                                        512, 512, 512, "M", 512, 512, 512, "M")
@@ -54,14 +54,7 @@ class Preprocessing:
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """RGB PIL images → float32 NCHW tensor."""
-        batch = np.empty((len(images), self.size, self.size, 3), dtype=np.float32)
-        for i, image in enumerate(images):
-            resized = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR,
-                                                  reducing_gap=3.0)
-            batch[i] = np.asarray(resized, dtype=np.float32)
-        batch -= np.asarray(self.mean, dtype=np.float32)
-        batch /= np.asarray(self.std, dtype=np.float32)
-        return torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
+        return torch.from_numpy(preprocess(images, self.size, self.mean, self.std))
 
 
 _PREPROCESSING = {

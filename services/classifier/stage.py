@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.events import Event
 from deskgen.common.stage import Blobs, Emit, Outcome, Reject
 
-from .model import DeskClassifier, Score, decide
+from .scoring import Score, decide
+
+if TYPE_CHECKING:
+    from .model import DeskClassifier
+    from .onnx_model import OnnxDeskClassifier
 
 __all__ = ["ClassifierStage"]
 
@@ -25,7 +29,7 @@ class ClassifierStage:
     produces = "classified"
     section = "classification"
 
-    def __init__(self, model: DeskClassifier):
+    def __init__(self, model: DeskClassifier | OnnxDeskClassifier):
         self.model = model
         self.batch_max = model.max_batch
 

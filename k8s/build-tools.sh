@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Builds the local cluster's binaries into .cache/k8s/bin (git-ignored); skips what is already there.
+#   Kubernetes v1.34.4 (apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl) from the Go
+#   module proxy, the pause binary from the same module, KWOK and Helm.
+# Needs go >= 1.24 (k8s/ci-deps.sh fetches one from the Go proxy when the machine has none) and gcc.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+KWOK_VERSION="v0.8.0"
+CACHE="$ROOT/.cache/k8s"
+BIN="$CACHE/bin"
+COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+log() { printf 'k8s-build: %s\n' "$*" >&2; }
+mkdir -p "$BIN"
+
+build_kubernetes() {
+  local have=1 c
+  for c in "${COMMANDS[@]}"; do
+    [[ -x "$BIN/$c" ]] && "$BIN/$c" --version 2>/dev/null | grep -q "$K8S_VERSION" || have=0
+  done
+  if [[ $have == 1 && -x "$BIN/pause" ]]; then return; fi
+  log "building Kubernetes $K8S_VERSION from the Go module proxy (cold: ~15 min on 2 cores)"
+  local mod="$CACHE/mod" gomod dir staging minor="${K8S_VERSION#v1.}"
+  minor="${minor%%.*}"
+  rm -rf "$mod" && mkdir -p "$mod"
+  gomod="$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+  dir="$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
+  # The kubernetes module replaces its staging modules with local folders; point them at their published
+  # versions instead (v0.<minor>.<patch> for v1.<minor>.<patch>).
+  staging=$(sed -n 's#^\s*\(k8s.io/[A-Za-z0-9_.-]*\) => \./staging/.*#\1#p' "$gomod")
+  {
+    echo "module deskgen.local/k8sbuild"
+    echo
+    sed -n 's/^go \(.*\)/go \1/p' "$gomod"
+    echo "godebug default=go1.24"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    for s in $staging; do echo "replace $s => $s v0.${K8S_VERSION#v1.}"; done
+  } > "$mod/go.mod"
+  {
+    echo "//go:build tools"
+    echo "package tools"
+    echo "import ("
+    for c in "${COMMANDS[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$c\""; done
+    echo ")"
+  } > "$mod/tools.go"
+  (cd "$mod" && go mod tidy)
+  local pkgs=() ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
+  ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+  ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+  ld+=" -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  for c in "${COMMANDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  (cd "$mod" && CGO_ENABLED=0 go build -o "$BIN/" -ldflags "$ld" "${pkgs[@]}")
+  gcc -Os -static -o "$BIN/pause" "$dir/build/pause/linux/pause.c"
+  cp -r "$dir/build/pause/linux/pause.c" "$CACHE/" 2>/dev/null || true
+}
+
+build_kwok() {
+  if [[ -x "$BIN/kwok" && -f "$CACHE/kwok-stages.yaml" ]]; then return; fi
+  log "building KWOK $KWOK_VERSION"
+  GOBIN="$BIN" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  local dir
+  dir="$(cd "$CACHE" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
+  # KWOK exits with "no stages found" without its stage definitions (node heartbeat, pod lifecycle).
+  local stage
+  for stage in "$dir"/kustomize/stage/node/fast/*.yaml "$dir"/kustomize/stage/pod/fast/*.yaml; do
+    [[ "$stage" == */kustomization.yaml ]] && continue
+    echo "---"; cat "$stage"
+  done > "$CACHE/kwok-stages.yaml"
+}
+
+build_helm() {
+  # The same pinned Helm that helm/chart-check.sh builds, in the same place.
+  local version tools="$ROOT/.cache/tools/bin"
+  version="$(sed -n 's/^HELM_VERSION="\(.*\)"/\1/p' "$ROOT/helm/chart-check.sh")"
+  if ! go version -m "$tools/helm" 2>/dev/null | grep -qE "^\s+mod\s+helm.sh/helm/v3\s+$version\s"; then
+    log "building Helm $version"
+    mkdir -p "$tools" && GOBIN="$tools" go install "helm.sh/helm/v3/cmd/helm@$version"
+  fi
+  ln -sf "$tools/helm" "$BIN/helm"
+}
+
+case "${1:-all}" in
+  kubernetes) build_kubernetes ;;
+  kwok) build_kwok ;;
+  helm) build_helm ;;
+  all) build_kwok; build_helm; build_kubernetes ;;
+  *) log "usage: $0 [all|kubernetes|kwok|helm]"; exit 2 ;;
+esac

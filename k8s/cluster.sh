@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# A one-node Kubernetes v1.34 cluster on this machine, plus one KWOK fake GPU node, for the cluster
+# tests and `make k8s-demo`. Needs root and Debian's etcd-server, containerd, runc,
+# containernetworking-plugins, iptables, conntrack, podman, openssl; the Kubernetes binaries come
+# from k8s/build-tools.sh (.cache/k8s/bin).
+#   k8s/cluster.sh up       start whatever is not running, wait until both nodes are Ready (idempotent)
+#   k8s/cluster.sh down     stop every daemon by PID, remove the bridges, iptables rules and sysctl
+#                           changes this script made (idempotent); images stay in containerd's store
+#   k8s/cluster.sh status   the daemons and their PIDs
+#   k8s/cluster.sh kubectl ARGS... / ctr ARGS...    the cluster's kubectl / containerd client
+#   k8s/cluster.sh env      `export KUBECONFIG=...` for a shell
+# Every file lives under .cache/k8s/run (git-ignored). The API server listens on the node's address
+# (10.99.0.1, on a bridge of its own, reachable only from this machine); etcd and every other daemon
+# on 127.0.0.1.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.cache/k8s"
+BIN="$CACHE/bin"
+RUN="$CACHE/run"
+PKI="$RUN/pki"
+LOGS="$RUN/logs"
+PIDS="$RUN/pids"
+export CONTAINERS_CONF="$ROOT/k8s/containers.conf"
+
+NODE=deskgen-node
+GPU_NODE=deskgen-gpu
+NODE_IP=10.99.0.1
+NODE_BRIDGE=dgk8s-node
+CNI_BRIDGE=dgk8s-cni0
+POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/16
+API_SERVICE_IP=10.96.0.1
+API="https://$NODE_IP:6443"
+ETCD_PORT=12379
+SOCK="$RUN/containerd/containerd.sock"
+PAUSE_IMAGE="registry.k8s.io/pause:3.10"
+KUBECONFIG_ADMIN="$RUN/admin.kubeconfig"
+# Sysctls the node's daemons may change (kubelet's kernel defaults, the bridge plugin's forwarding,
+# kube-proxy's route_localnet): recorded at the first `up`, written back by `down`.
+SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward
+         net.ipv4.conf.all.forwarding net.ipv6.conf.all.forwarding net.ipv4.conf.all.route_localnet
+         net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
+         net.netfilter.nf_conntrack_max)
+
+log() { printf 'k8s-cluster: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+kctl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+ctr_() { ctr --address "$SOCK" -n k8s.io "$@"; }
+
+# --- daemons: started in their own session, PID recorded, stopped by that PID -------------------
+
+pid_of() {  # prints the recorded PID when that process still runs
+  local file="$PIDS/$1"
+  [[ -f "$file" ]] || return 1
+  local pid; pid="$(cat "$file")"
+  kill -0 "$pid" 2>/dev/null && [[ "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" == *"$2"* ]] && echo "$pid"
+}
+
+start() {  # name marker command...: runs command unless a process recorded under name runs
+  local name="$1" marker="$2"; shift 2
+  if pid_of "$name" "$marker" >/dev/null; then return; fi
+  setsid "$@" >"$LOGS/$name.log" 2>&1 < /dev/null &
+  echo $! > "$PIDS/$name"
+  log "$name started (pid $!)"
+}
+
+stop() {  # name marker [grace seconds]
+  local pid i
+  pid="$(pid_of "$1" "$2")" || { rm -f "$PIDS/$1"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < ${3:-30} * 5; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$PIDS/$1"
+  log "$1 stopped (pid $pid)"
+}
+
+wait_for() {  # description seconds command...: polls the command every second until it succeeds
+  local what="$1" limit="$2" started=$SECONDS; shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS - started < limit)) || die "$what: not ready after ${limit}s (logs: $LOGS)"
+    sleep 1
+  done
+}
+
+# --- certificates and configuration -------------------------------------------------------------
+
+cert() {  # name subject [extensions]: a key and a certificate signed by the cluster CA
+  [[ -f "$PKI/$1.crt" ]] && return
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -subj "$2" -out "$PKI/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+    -out "$PKI/$1.crt" ${3:+-extfile <(printf '%s' "$3")} 2>/dev/null
+  rm -f "$PKI/$1.csr"
+}
+
+kubeconfig() {  # name user
+  local file="$RUN/$1.kubeconfig"
+  [[ -f "$file" ]] && return
+  cat > "$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: deskgen-local
+  cluster: {server: "$API", certificate-authority: "$PKI/ca.crt"}
+users:
+- name: $1
+  user: {client-certificate: "$PKI/$2.crt", client-key: "$PKI/$2.key"}
+contexts:
+- name: deskgen-local
+  context: {cluster: deskgen-local, user: $1}
+current-context: deskgen-local
+EOF
+}
+
+configure() {
+  mkdir -p "$PKI" "$LOGS" "$PIDS" "$RUN/cni/net.d" "$RUN/containerd" "$RUN/kubelet"
+  chmod 700 "$RUN"
+  if [[ ! -f "$PKI/ca.crt" ]]; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -subj "/CN=deskgen-local-ca" \
+      -days 3650 -out "$PKI/ca.crt" 2>/dev/null
+  fi
+  local san="DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+  san+=",DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP,IP:$API_SERVICE_IP"
+  cert apiserver "/CN=kube-apiserver" "subjectAltName=$san
+extendedKeyUsage=serverAuth"
+  cert admin "/O=system:masters/CN=deskgen-admin" "extendedKeyUsage=clientAuth"
+  cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
+  cert controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+  cert scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
+  cert node "/O=system:nodes/CN=system:node:$NODE" "extendedKeyUsage=clientAuth"
+  cert kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
+  if [[ ! -f "$PKI/sa.key" ]]; then
+    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+  kubeconfig admin admin
+  kubeconfig controller-manager controller-manager
+  kubeconfig scheduler scheduler
+  kubeconfig kubelet node
+  kubeconfig kube-proxy kube-proxy
+
+  cat > "$RUN/containerd/config.toml" <<EOF
+version = 2
+root = "$RUN/containerd/root"
+state = "$RUN/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$RUN/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$RUN/cni/net.d"
+EOF
+  cat > "$RUN/cni/net.d/10-deskgen.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "deskgen",
+  "plugins": [
+    {"type": "bridge", "bridge": "$CNI_BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}],
+              "dataDir": "$RUN/cni/ipam"}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  cat > "$RUN/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: "$PKI/ca.crt"}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: "unix://$SOCK"
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+protectKernelDefaults: false
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+EOF
+  cat > "$RUN/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: "$RUN/kube-proxy.kubeconfig"}
+mode: iptables
+hostnameOverride: $NODE
+clusterCIDR: $POD_CIDR
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+iptables: {masqueradeAll: true, localhostNodePorts: false}
+conntrack: {maxPerCore: 0, min: 0}
+EOF
+}
+
+# --- the machine: bridge, snapshots to restore -------------------------------------------------
+
+record_machine() {
+  [[ -f "$RUN/machine.recorded" ]] && return
+  local key
+  : > "$RUN/sysctl.before"
+  for key in "${SYSCTLS[@]}"; do
+    sysctl -n "$key" >/dev/null 2>&1 && echo "$key=$(sysctl -n "$key")" >> "$RUN/sysctl.before"
+  done
+  iptables-save > "$RUN/iptables.before"
+  ip6tables-save > "$RUN/ip6tables.before"
+  touch "$RUN/machine.recorded"
+}
+
+node_network() {
+  if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
+    ip link add "$NODE_BRIDGE" type bridge
+    ip addr add "$NODE_IP/32" dev "$NODE_BRIDGE"
+    ip link set "$NODE_BRIDGE" up
+  fi
+}
+
+pause_image() {
+  ctr_ images ls -q | grep -qx "$PAUSE_IMAGE" && return
+  local dir="$RUN/pause-build"
+  mkdir -p "$dir" && cp "$BIN/pause" "$dir/pause"
+  printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' > "$dir/Dockerfile"
+  podman build --quiet --format docker -t "$PAUSE_IMAGE" "$dir" >/dev/null
+  podman save --format docker-archive "$PAUSE_IMAGE" | ctr_ images import - >/dev/null
+  rm -rf "$dir"
+}
+
+gpu_node() {
+  kctl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $GPU_NODE
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/hostname: $GPU_NODE
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+    # What NVIDIA GPU feature discovery puts on a GPU node; the chart's gpuScheduling requires the first.
+    nvidia.com/gpu.present: "true"
+    nvidia.com/gpu.count: "8"
+    nvidia.com/gpu.product: fake-kwok-gpu
+spec:
+  taints:
+    - {key: nvidia.com/gpu, value: "present", effect: NoSchedule}
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "8"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110", nvidia.com/gpu: "8"}
+EOF
+}
+
+# --- up / down -----------------------------------------------------------------------------------
+
+up() {
+  [[ $EUID == 0 ]] || die "run as root (it starts containerd, kubelet and kube-proxy)"
+  local c
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kwok pause; do
+    [[ -x "$BIN/$c" ]] || die "$BIN/$c is missing: run k8s/build-tools.sh first"
+  done
+  for c in etcd containerd runc iptables conntrack podman openssl; do
+    command -v "$c" >/dev/null || die "$c is missing: apt-get install etcd-server containerd runc iptables conntrack podman"
+  done
+  configure
+  record_machine
+  node_network
+
+  start etcd "--data-dir $RUN/etcd" etcd --name deskgen --data-dir "$RUN/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls http://127.0.0.1:12380 --initial-advertise-peer-urls http://127.0.0.1:12380 \
+    --initial-cluster deskgen=http://127.0.0.1:12380
+  start containerd "$RUN/containerd/config.toml" containerd --config "$RUN/containerd/config.toml"
+  start kube-apiserver "--etcd-servers=http://127.0.0.1:$ETCD_PORT" "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address="$NODE_IP" --advertise-address="$NODE_IP" \
+    --secure-port=6443 --service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction --allow-privileged=true \
+    --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP,Hostname \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local --profiling=false
+  wait_for "containerd" 60 ctr --address "$SOCK" version
+  pause_image
+  wait_for "kube-apiserver" 120 kctl get --raw /readyz
+  start kube-controller-manager "$RUN/controller-manager.kubeconfig" "$BIN/kube-controller-manager" \
+    --kubeconfig="$RUN/controller-manager.kubeconfig" --bind-address=127.0.0.1 --leader-elect=false \
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+    --use-service-account-credentials=true --cluster-signing-cert-file="$PKI/ca.crt" \
+    --cluster-signing-key-file="$PKI/ca.key" --profiling=false
+  start kube-scheduler "$RUN/scheduler.kubeconfig" "$BIN/kube-scheduler" \
+    --kubeconfig="$RUN/scheduler.kubeconfig" --bind-address=127.0.0.1 --leader-elect=false --profiling=false
+  start kubelet "$RUN/kubelet.yaml" "$BIN/kubelet" --config="$RUN/kubelet.yaml" \
+    --kubeconfig="$RUN/kubelet.kubeconfig" --root-dir="$RUN/kubelet" --cert-dir="$RUN/kubelet/pki" \
+    --hostname-override="$NODE" --node-ip="$NODE_IP"
+  start kube-proxy "$RUN/kube-proxy.yaml" "$BIN/kube-proxy" --config="$RUN/kube-proxy.yaml"
+  start kwok "--manage-nodes-with-annotation-selector" "$BIN/kwok" --kubeconfig="$KUBECONFIG_ADMIN" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.250.0.1/24 --node-ip=10.250.0.1 --server-address=127.0.0.1:10247 \
+    --config="$CACHE/kwok-stages.yaml"
+  wait_for "node $NODE" 180 kctl wait "node/$NODE" --for=condition=Ready --timeout=5s
+  gpu_node
+  wait_for "node $GPU_NODE (KWOK)" 120 kctl wait "node/$GPU_NODE" --for=condition=Ready --timeout=5s
+  wait_for "the default ServiceAccount" 120 kctl -n default get serviceaccount default
+  log "up: nodes $NODE (real) and $GPU_NODE (KWOK, nvidia.com/gpu: 8); KUBECONFIG=$KUBECONFIG_ADMIN"
+}
+
+down() {
+  [[ -d "$RUN" ]] || { log "down: nothing to stop"; return; }
+  # Pods first, while kubelet runs, so their network namespaces, veths and iptables rules go too.
+  if pid_of kube-apiserver "--etcd-servers" >/dev/null && pid_of kubelet "$RUN/kubelet.yaml" >/dev/null; then
+    local ns
+    for ns in $(kctl get namespaces -o name 2>/dev/null | sed 's#namespace/##'); do
+      case "$ns" in kube-system|kube-public|kube-node-lease|default) ;; *) kctl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true ;; esac
+    done
+    kctl delete pods --all -n default --grace-period=5 --wait=false >/dev/null 2>&1 || true
+    local started=$SECONDS
+    while ((SECONDS - started < 120)) && [[ -n "$(ctr_ tasks ls -q 2>/dev/null)" ]]; do sleep 2; done
+  fi
+  stop kwok "--manage-nodes-with-annotation-selector"
+  stop kube-proxy "$RUN/kube-proxy.yaml"
+  stop kubelet "$RUN/kubelet.yaml"
+  stop kube-scheduler "$RUN/scheduler.kubeconfig"
+  stop kube-controller-manager "$RUN/controller-manager.kubeconfig"
+  stop kube-apiserver "--etcd-servers"
+  stop etcd "--data-dir $RUN/etcd"
+  if pid_of containerd "$RUN/containerd/config.toml" >/dev/null; then
+    local task
+    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true; done
+    sleep 1
+    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete "$task" >/dev/null 2>&1 || true; done
+  fi
+  stop containerd "$RUN/containerd/config.toml"
+  # The shims of containers started through this containerd (they outlive it by design).
+  local pid
+  for pid in $(pgrep -f -- "-address $SOCK" || true); do kill -KILL "$pid" 2>/dev/null || true; done
+  restore_machine
+  log "down: every daemon stopped; bridges, iptables and sysctls as before"
+}
+
+restore_machine() {
+  local ns mnt
+  # Network namespaces the CRI pinned for pods that were not torn down, then the bridges.
+  for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns delete "$ns" || true; done
+  ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE"
+  ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link delete "$NODE_BRIDGE"
+  # Mounts left under the run folder (pod volumes, container root filesystems), deepest first.
+  for mnt in $(findmnt -rn -o TARGET | grep "^$RUN/" | sort -r || true); do umount -l "$mnt" 2>/dev/null || true; done
+  # The pod cgroups kubelet made (empty once the pods are gone).
+  for mnt in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/unified/kubepods; do
+    [[ -d "$mnt" ]] && find "$mnt" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+  if [[ -f "$RUN/machine.recorded" ]]; then
+    restore_tables iptables ip
+    restore_tables ip6tables ip6
+    local line
+    while IFS= read -r line; do sysctl -q -w "$line" >/dev/null || log "could not restore sysctl $line"; done < "$RUN/sysctl.before"
+    rm -f "$RUN/machine.recorded"
+  fi
+  rm -rf "$RUN/cni/ipam"
+}
+
+restore_tables() {  # iptables|ip6tables nft-family: the tables as recorded; tables that did not exist go
+  local tool="$1" family="$2" table
+  "$tool-restore" < "$RUN/$tool.before"
+  for table in filter nat mangle raw security; do
+    grep -qx "\*$table" "$RUN/$tool.before" && continue
+    "$tool-save" -t "$table" 2>/dev/null | grep -q '^\*' || continue
+    if "$tool" -V 2>/dev/null | grep -q nf_tables && command -v nft >/dev/null; then
+      nft delete table "$family" "$table" 2>/dev/null || true
+    else
+      "$tool" -t "$table" -F && "$tool" -t "$table" -X
+    fi
+  done
+}
+
+status() {
+  local name
+  for name in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok; do
+    if [[ -f "$PIDS/$name" ]] && kill -0 "$(cat "$PIDS/$name")" 2>/dev/null; then
+      printf '%-24s running (pid %s)\n' "$name" "$(cat "$PIDS/$name")"
+    else
+      printf '%-24s stopped\n' "$name"
+    fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  kubectl) shift; kctl "$@" ;;
+  ctr) shift; ctr_ "$@" ;;
+  env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN" ;;
+  *) die "usage: $0 up|down|status|kubectl ARGS|ctr ARGS|env" ;;
+esac

@@ -1,0 +1,198 @@
+"""The cluster tests (``make k8s-test``): the chart installed on the local cluster (k8s/cluster.sh).
+
+The machine reaches the cluster's Services through kube-proxy, so the checks that read Kafka and S3
+(terminal results, the DLQ, consumer lag, generated images) run here; photos are submitted from a
+pod inside the cluster. Every wait is on a condition with a generous bound, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path += [str(ROOT / "stack"), str(ROOT / "tests")]
+
+BIN = ROOT / ".cache" / "k8s" / "bin"
+KUBECONFIG = ROOT / ".cache" / "k8s" / "run" / "admin.kubeconfig"
+TIMINGS = ROOT / ".cache" / "k8s" / "timings.tsv"
+NAMESPACE = "deskgen"
+RELEASE = "deskgen"
+STAGES = ("classifier", "captioner", "generator")
+KAFKA = "10.96.100.10:9092"
+S3 = "10.96.100.11:9000"
+S3_KEYS = ("deskgen-dev", "deskgen-dev-secret-key")  # k8s/dev-deps.yaml
+VALUES = ROOT / "k8s" / "values-local.yaml"
+NODE, GPU_NODE = "deskgen-node", "deskgen-gpu"
+
+# The machine-side clients talk to the in-cluster Kafka and S3.
+os.environ.update({
+    "DESKGEN_KAFKA_BOOTSTRAP_SERVERS": KAFKA, "DESKGEN_S3_ENDPOINT": S3, "DESKGEN_S3_SECURE": "false",
+    "DESKGEN_S3_ACCESS_KEY": S3_KEYS[0], "DESKGEN_S3_SECRET_KEY": S3_KEYS[1], "DESKGEN_S3_BUCKET": "deskgen",
+    "KUBECONFIG": str(KUBECONFIG),
+})
+
+
+def record(phase: str, seconds: float) -> None:
+    """One row of the timing table printed at the end (k8s/test.sh writes the set-up rows)."""
+    with TIMINGS.open("a") as out:
+        out.write(f"{phase}\t{seconds:.0f}\n")
+
+
+def run(*args: str, timeout: float = 600, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, input=input)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def kubectl(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(str(BIN / "kubectl"), *args, **kwargs)
+
+
+def helm(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(str(BIN / "helm"), *args, **kwargs)
+
+
+def get_json(*args: str) -> dict:
+    return json.loads(kubectl("get", "-o", "json", *args).stdout)
+
+
+def wait_until(what: str, predicate, timeout: float, interval: float = 2.0):
+    """Polls ``predicate`` until it returns something truthy; fails naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not TIMINGS.exists():
+        return
+    rows = [line.split("\t") for line in TIMINGS.read_text().splitlines() if "\t" in line]
+    terminalreporter.section("phase timings (this run)")
+    for phase, seconds in rows:
+        terminalreporter.write_line(f"  {phase:<48} {int(seconds):>6} s")
+    terminalreporter.write_line(f"  {'total':<48} {sum(int(s) for _, s in rows):>6} s")
+
+
+@pytest.fixture(scope="session")
+def release():
+    """Dev dependencies up, dev weights in S3, the chart installed with --wait (once per session)."""
+    return install_release()
+
+
+def install_release() -> dict:
+    """Dev dependencies up, dev weights in S3, the chart installed with --wait; idempotent."""
+    from deskgen.common.storage import ObjectStore
+    from devenv import dev_model_env
+
+    tag = run(str(ROOT / "k8s" / "images.sh"), "tag").stdout.strip()
+    started = time.monotonic()
+    kubectl("create", "namespace", NAMESPACE, check=False)
+    kubectl("apply", "-f", "-", input=(ROOT / "k8s" / "dev-deps.yaml").read_text().replace(":TAG", f":{tag}"))
+    kubectl("-n", NAMESPACE, "rollout", "status", "deployment/kafka", "deployment/s3proxy", "--timeout=600s",
+            timeout=660)
+    wait_until("the in-cluster Kafka serves metadata", _kafka_answers, 300)
+    store = wait_until("the in-cluster S3 answers", lambda: _s3_store(ObjectStore), 300)
+    record("dev deps up (Kafka, S3Proxy)", time.monotonic() - started)
+
+    started = time.monotonic()
+    for variable in ("DESKGEN_CAPTIONER_MODEL", "DESKGEN_GENERATOR_MODEL"):
+        folder = Path(dev_model_env()[variable].removeprefix("file://"))
+        stage = variable.split("_")[1].lower()
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            store.put(f"models/{stage}-tiny/{path.relative_to(folder)}", path.read_bytes(), "application/octet-stream")
+    record("dev weights to in-cluster S3", time.monotonic() - started)
+
+    started = time.monotonic()
+    helm("upgrade", "--install", RELEASE, str(ROOT / "helm" / "deskgen"), "-n", NAMESPACE, "-f", str(VALUES),
+         "--wait", "--timeout", "20m", timeout=1260)
+    record("helm install --wait", time.monotonic() - started)
+    return {"tag": tag, "store": store}
+
+
+def _kafka_answers() -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        return bool(AdminClient({"bootstrap.servers": KAFKA}).list_topics(timeout=5).brokers)
+    except Exception:  # the broker is still starting
+        return False
+
+
+def _s3_store(store_class):
+    try:
+        store = store_class.from_env()
+        store.ensure_bucket()
+        return store
+    except Exception:  # S3Proxy is still starting
+        return None
+
+
+def stage_pods(namespace: str = NAMESPACE, release: str = RELEASE) -> dict[str, list[dict]]:
+    pods = get_json("pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
+    by_stage: dict[str, list[dict]] = {stage: [] for stage in STAGES}
+    for pod in pods:
+        component = pod["metadata"]["labels"].get("app.kubernetes.io/component")
+        if component in by_stage and not pod["metadata"].get("deletionTimestamp"):
+            by_stage[component].append(pod)
+    return by_stage
+
+
+def condition(pod: dict, kind: str) -> dict | None:
+    return next((c for c in pod.get("status", {}).get("conditions", []) if c["type"] == kind), None)
+
+
+def submit_job(name: str, files: dict[str, bytes], repeat: dict[str, int], *, watch: bool, tag: str) -> None:
+    """A Job in the cluster that runs ``deskgen submit`` (the backend's position) on photos from a
+    ConfigMap, each file ``repeat[name]`` times, and with ``watch`` also ``deskgen watch`` on its jobs."""
+    import base64
+
+    kubectl("-n", NAMESPACE, "delete", "configmap,job", name, "--ignore-not-found", "--wait=true")
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": NAMESPACE},
+                 "binaryData": {key: base64.b64encode(data).decode() for key, data in files.items()}}
+    paths = " ".join(f"/photos/{key}" for key, count in repeat.items() for _ in range(count))
+    script = f"deskgen submit {paths} > /tmp/ids && cat /tmp/ids"
+    if watch:
+        script += " && deskgen watch $(cat /tmp/ids) --json --timeout 1200"
+    env = [{"name": "DESKGEN_KAFKA_BOOTSTRAP_SERVERS", "value": KAFKA},
+           {"name": "DESKGEN_S3_ENDPOINT", "value": S3}, {"name": "DESKGEN_S3_BUCKET", "value": "deskgen"},
+           {"name": "HOME", "value": "/tmp"}]
+    env += [{"name": f"DESKGEN_S3_{var}", "valueFrom": {"secretKeyRef": {"name": "deskgen-s3", "key": key}}}
+            for var, key in (("ACCESS_KEY", "access-key"), ("SECRET_KEY", "secret-key"))]
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NAMESPACE},
+           "spec": {"backoffLimit": 0, "template": {"spec": {
+               "restartPolicy": "Never", "automountServiceAccountToken": False,
+               "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+               "containers": [{"name": "submit", "image": f"docker.io/deskgen/classifier:{tag}",
+                               "imagePullPolicy": "Never", "command": ["sh", "-c", script], "env": env,
+                               "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+                               "volumeMounts": [{"name": "photos", "mountPath": "/photos"},
+                                                {"name": "tmp", "mountPath": "/tmp"}]}],
+               "volumes": [{"name": "photos", "configMap": {"name": name}}, {"name": "tmp", "emptyDir": {}}]}}}}
+    kubectl("apply", "-f", "-", input=json.dumps(configmap))
+    kubectl("apply", "-f", "-", input=json.dumps(job))
+
+
+def job_logs(name: str) -> list[str]:
+    return kubectl("-n", NAMESPACE, "logs", f"job/{name}").stdout.splitlines()
+
+
+@pytest.fixture(scope="session")
+def pipeline(release, tmp_path_factory):
+    """The test suite's Kafka/S3 reader (tests/support/pipeline.py) on the release's topics and bucket."""
+    from support.pipeline import Pipeline
+
+    return Pipeline(base_env={k: v for k, v in os.environ.items() if k.startswith("DESKGEN_")},
+                    workdir=tmp_path_factory.mktemp("pipeline"), prefix="deskgen.")

@@ -1,0 +1,281 @@
+"""deskgen on the local Kubernetes cluster: install, helm test, the running pods' settings read back
+from the API, placement with the default values, photos through the stage pods, faults under load,
+and Prometheus discovering the pods. The tests run in file order on one release."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from datetime import datetime
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import (GPU_NODE, KAFKA, KUBECONFIG, NAMESPACE, NODE, RELEASE, ROOT, S3, STAGES, VALUES,
+                      condition, get_json, helm, job_logs, kubectl, record, stage_pods, submit_job, wait_until)
+
+FAULT_JOBS = {"desk.png": 40, "coffee.jpg": 60}  # 100 jobs in flight during the faults
+DELETE_ROUNDS = 3
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _samples() -> dict[str, bytes]:
+    from skimage import data
+
+    from samples import draw_desk
+
+    def encode(image: Image.Image, fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+        return buffer.getvalue()
+
+    return {"desk.png": encode(draw_desk(seed=1), "PNG"),
+            "coffee.jpg": encode(Image.fromarray(data.coffee()), "JPEG"),
+            "corrupt.jpg": b"this is a text file with a .jpg name\n"}
+
+
+def _all_ready() -> dict[str, dict] | None:
+    pods = stage_pods()
+    ready = {}
+    for stage, items in pods.items():
+        live = [p for p in items if (condition(p, "Ready") or {}).get("status") == "True"]
+        if not live or len(items) != 1:
+            return None
+        ready[stage] = live[0]
+    return ready
+
+
+def test_every_stage_pod_is_ready_after_helm_install_wait(release):
+    pods = _all_ready()
+    assert pods, f"not every stage has exactly one Ready pod: {stage_pods()}"
+    for stage, pod in pods.items():
+        scheduled = _ts(condition(pod, "PodScheduled")["lastTransitionTime"])
+        ready = _ts(condition(pod, "Ready")["lastTransitionTime"])
+        record(f"pod scheduled -> Ready: {stage}", (ready - scheduled).total_seconds())
+        assert pod["spec"]["nodeName"] == NODE
+
+
+def test_helm_test_passes(release):
+    started = time.monotonic()
+    out = helm("test", RELEASE, "-n", NAMESPACE, "--logs", "--timeout", "10m", timeout=660).stdout
+    record("helm test", time.monotonic() - started)
+    assert "Phase:          Succeeded" in out or "Succeeded" in out, out
+    for stage in STAGES:
+        assert f"ok    {RELEASE}-{stage}/readyz" in out, out
+
+
+def test_running_pods_have_the_charts_resources_probes_and_security(release):
+    values = yaml.safe_load(VALUES.read_text())
+    pods = _all_ready()
+    for stage, pod in pods.items():
+        spec = pod["spec"]
+        container = spec["containers"][0]
+        expected = values[stage]["resources"]
+        assert container["resources"]["requests"] == expected["requests"], stage
+        assert container["resources"]["limits"] == expected["limits"], stage
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["startupProbe"]["periodSeconds"] == values[stage]["probes"]["startup"]["periodSeconds"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True and security["runAsNonRoot"] is True
+        assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
+        assert spec["securityContext"]["runAsUser"] == 10001 and spec["securityContext"]["runAsNonRoot"] is True
+        # What the container really runs as: uid 10001 and a root filesystem it cannot write.
+        probe = kubectl("-n", NAMESPACE, "exec", pod["metadata"]["name"], "--", "sh", "-c",
+                        "id -u; touch /opt/deskgen/x 2>&1 || true").stdout
+        assert probe.splitlines()[0] == "10001", probe
+        assert "Read-only file system" in probe, probe
+        assert pod["status"]["qosClass"] == "Burstable"
+    budgets = {b["metadata"]["name"]: b for b in get_json("pdb", "-n", NAMESPACE)["items"]}
+    for stage in STAGES:
+        budget = budgets[f"{RELEASE}-{stage}"]
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert budget["status"]["expectedPods"] == 1 and budget["status"]["disruptionsAllowed"] == 1
+
+
+def test_default_values_put_the_generator_on_the_gpu_node_only(release):
+    """A second release with the chart's defaults (only images, Kafka and S3 pointed at the cluster):
+    the generator lands on the KWOK GPU node, the classifier never does."""
+    namespace = "deskgen-placement"
+    kubectl("create", "namespace", namespace, check=False)
+    secret = get_json("secret", "deskgen-s3", "-n", NAMESPACE)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "deskgen-s3", "namespace": namespace},
+              "data": secret["data"]}
+    kubectl("apply", "-f", "-", input=json.dumps(secret))
+    helm("upgrade", "--install", "placement", str(ROOT / "helm" / "deskgen"), "-n", namespace, "--no-hooks",
+         "--set", "image.pullPolicy=Never", "--set", f"kafka.bootstrapServers={KAFKA}",
+         "--set", f"s3.endpoint={S3}", "--set", "captioner.enabled=false")
+    try:
+        def placed():
+            pods = stage_pods(namespace, "placement")
+            decided = all(p["spec"].get("nodeName") or (condition(p, "PodScheduled") or {}).get("reason") == "Unschedulable"
+                          for items in pods.values() for p in items)
+            return pods if decided and pods["generator"] and pods["classifier"] else None
+
+        pods = wait_until("every placement pod scheduled or unschedulable", placed, 300)
+        assert [p["spec"].get("nodeName") for p in pods["generator"]] == [GPU_NODE]
+        limits = pods["generator"][0]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == "1"
+        assert all(p["spec"].get("nodeName") != GPU_NODE for p in pods["classifier"])
+        # The GPU node has room (32 CPUs): only its taint and the missing GPU toleration keep the classifier off.
+        unschedulable = [p for p in pods["classifier"] if not p["spec"].get("nodeName")]
+        for pod in unschedulable:
+            assert "untolerated taint" in condition(pod, "PodScheduled")["message"], pod["status"]
+    finally:
+        helm("uninstall", "placement", "-n", namespace, "--wait", "--timeout", "5m", timeout=330, check=False)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def prometheus(release, tmp_path_factory):
+    """Debian's Prometheus on this machine, discovering the stage pods through the API server
+    (kubernetes_sd, the Service labels and port the chart's ServiceMonitor selects)."""
+    folder = tmp_path_factory.mktemp("prometheus")
+    run_dir = KUBECONFIG.parent
+    tls = {"ca_file": str(run_dir / "pki" / "ca.crt"), "cert_file": str(run_dir / "pki" / "admin.crt"),
+           "key_file": str(run_dir / "pki" / "admin.key")}
+    config = {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "scrape_configs": [{
+            "job_name": "deskgen",
+            "kubernetes_sd_configs": [{"role": "endpoints", "api_server": "https://10.99.0.1:6443",
+                                       "tls_config": tls, "namespaces": {"names": [NAMESPACE]}}],
+            "relabel_configs": [
+                {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_name",
+                                   "__meta_kubernetes_service_label_app_kubernetes_io_instance",
+                                   "__meta_kubernetes_service_label_app_kubernetes_io_component",
+                                   "__meta_kubernetes_endpoint_port_name"],
+                 "regex": f"deskgen;{RELEASE};(classifier|captioner|generator);http", "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_component"],
+                 "target_label": "job"},
+            ],
+        }],
+    }
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = 29090 + os.getpid() % 500
+    process = subprocess.Popen(["prometheus", f"--config.file={folder / 'prometheus.yml'}",
+                                f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=open(folder / "prometheus.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _prom(url: str, path: str, **params) -> dict:
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"{url}{path}?{query}", timeout=10) as response:
+        return json.load(response)["data"]
+
+
+def test_prometheus_discovers_every_stage_pod(prometheus):
+    def targets_up():
+        try:
+            active = _prom(prometheus, "/api/v1/targets")["activeTargets"]
+        except OSError:
+            return None
+        up = {t["labels"].get("job") for t in active if t["health"] == "up"}
+        return up if up >= set(STAGES) else None
+
+    assert wait_until("Prometheus scrapes a pod of every stage", targets_up, 180) >= set(STAGES)
+
+
+def test_photos_from_a_pod_flow_through_the_stage_pods(release, pipeline, prometheus):
+    started = time.monotonic()
+    submit_job("submit-samples", _samples(), {"desk.png": 1, "coffee.jpg": 1, "corrupt.jpg": 1}, watch=True,
+               tag=release["tag"])
+    kubectl("-n", NAMESPACE, "wait", "job/submit-samples", "--for=condition=complete", "--timeout=1200s", timeout=1260)
+    lines = job_logs("submit-samples")
+    desk, coffee, corrupt = lines[:3]
+    results = {r["job_id"]: r for r in (json.loads(line) for line in lines[3:])}
+    record("data path: 3 photos from a pod", time.monotonic() - started)
+
+    assert results[desk]["status"] == "succeeded", results[desk]
+    image_key = results[desk]["output"]["image_key"]
+    assert pipeline.store.exists(image_key)
+    assert (results[coffee]["status"], results[coffee]["reason"]) == ("rejected", "not_desk"), results[coffee]
+    assert results[corrupt]["status"] in ("failed", "rejected"), results[corrupt]
+    dlq = wait_until("the corrupt photo's DLQ record",
+                     lambda: [r for r in pipeline.dlq(1, timeout=10) if r.get("job_id") == corrupt], 120)
+    assert dlq[0]["job_id"] == corrupt
+
+
+def test_faults_under_load_lose_and_duplicate_nothing(release, pipeline):
+    """100 jobs in flight; every stage's pod deleted several times, then a helm upgrade that rolls
+    every Deployment: every job gets exactly one terminal result and no stage has a backlog."""
+    started = time.monotonic()
+    samples = _samples()
+    submit_job("submit-load", {k: samples[k] for k in FAULT_JOBS}, FAULT_JOBS, watch=False, tag=release["tag"])
+    kubectl("-n", NAMESPACE, "wait", "job/submit-load", "--for=condition=complete", "--timeout=600s", timeout=660)
+    jobs = job_logs("submit-load")
+    assert len(jobs) == sum(FAULT_JOBS.values())
+    deletions = 0
+    for _ in range(DELETE_ROUNDS):
+        for stage in STAGES:
+            kubectl("-n", NAMESPACE, "delete", "pod", "-l", f"app.kubernetes.io/instance={RELEASE},"
+                    f"app.kubernetes.io/component={stage}", "--wait=false")
+            deletions += 1
+        for stage in STAGES:
+            kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{RELEASE}-{stage}", "--timeout=900s",
+                    timeout=960)
+        wait_until("one Ready pod per stage", _all_ready, 900)
+    before = {stage: pods["metadata"]["uid"] for stage, pods in _all_ready().items()}
+    helm("upgrade", RELEASE, str(ROOT / "helm" / "deskgen"), "-n", NAMESPACE, "-f", str(VALUES),
+         "--set-string", "podAnnotations.deskgen-test/rolled=1", "--wait", "--timeout", "20m", timeout=1260)
+    after = {stage: pods["metadata"]["uid"] for stage, pods in wait_until("rolled pods Ready", _all_ready, 900).items()}
+    assert all(before[stage] != after[stage] for stage in STAGES), "helm upgrade did not roll every Deployment"
+
+    results = pipeline.results(jobs, timeout=1800, settle=5)
+    lost = [job for job, rs in results.items() if job in jobs and not rs]
+    duplicated = {job: len(rs) for job, rs in results.items() if len(rs) > 1}
+    backlog = wait_until("backlog 0 on every stage group", lambda: _backlog_zero(pipeline), 300, interval=5)
+    elapsed = time.monotonic() - started
+    record(f"faults: {len(jobs)} jobs, {deletions} pod deletions, 1 rolling upgrade", elapsed)
+    print(f"\nfaults: {len(jobs)} jobs, {deletions} pod deletions + 1 helm upgrade: lost {len(lost)}, "
+          f"duplicates {len(duplicated)}, backlog {backlog[1]}, in {elapsed:.0f}s")
+    assert not lost and not duplicated
+
+
+def _backlog_zero(pipeline):
+    total = sum(pipeline.backlog(f"deskgen-{stage}", kind)
+                for stage, kind in (("classifier", "uploaded"), ("captioner", "classified"), ("generator", "captioned")))
+    return (True, total) if total == 0 else None
+
+
+def test_dashboard_latency_queries_return_data(prometheus):
+    from chart.dashboard_queries import panel_queries
+
+    queries = [(title, expr) for title, expr in panel_queries(rate_interval="10m", include_gpu=False)
+               if "latency" in title.lower()]
+    assert queries
+
+    def has_data(expr):
+        try:
+            result = _prom(prometheus, "/api/v1/query", query=expr)["result"]
+        except OSError:
+            return False
+        return any(math.isfinite(float(series["value"][1])) for series in result)
+
+    for title, expr in queries:
+        wait_until(f"dashboard panel {title!r}: {expr}", lambda: has_data(expr), 120)
+    stages = {s["metric"]["stage"] for s in _prom(prometheus, "/api/v1/query",
+                                                  query=queries[0][1])["result"]}
+    assert stages >= set(STAGES), stages

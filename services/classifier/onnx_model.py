@@ -1,0 +1,102 @@
+"""Serve a classifier exported by ``deskgen models export-onnx`` with ONNX Runtime, without torch.
+
+The classifier image exports the packaged EfficientNet-Lite0 when it is built and ships only this
+path (numpy, Pillow, ONNX Runtime): no torch in the image, a fast start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Sequence
+
+from PIL import Image
+
+from deskgen.common.errors import FatalError
+from deskgen.common.models import resolve
+
+from .scoring import Score, preprocess, read_logits
+
+__all__ = ["ONNX_FORMAT", "OnnxDeskClassifier"]
+
+ONNX_FORMAT = "deskgen-classifier-onnx/1"
+_log = logging.getLogger(__name__)
+
+
+class OnnxDeskClassifier:
+    """The ``DeskClassifier`` interface (load, score, threshold, card) over an exported ``.onnx`` file."""
+
+    active_backend = "onnxruntime"
+
+    def __init__(self, uri: str, *, threshold: float | None = None, threads: int | None = None, max_batch: int = 8):
+        self.uri = uri
+        self.threshold_override = threshold
+        self.threads = threads
+        self.max_batch = max_batch
+        self.load_seconds: float | None = None
+        self._meta: dict | None = None
+        self._session = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._session is not None
+
+    @property
+    def threshold(self) -> float:
+        if self.threshold_override is not None:
+            return self.threshold_override
+        meta = self._require_meta()
+        if meta["classes"]:
+            return meta["threshold"] if meta["threshold"] is not None else 0.5
+        return meta["class_set"]["threshold"]
+
+    @property
+    def card(self) -> dict[str, str]:
+        meta = self._require_meta()
+        version = meta["version"] if meta["classes"] else f"{meta['version']}+classes.{meta['class_set']['version']}"
+        return {"name": meta["name"], "version": version, "uri": self.uri}
+
+    def load(self) -> None:
+        if self.loaded:
+            return
+        import onnxruntime
+
+        started = time.perf_counter()
+        path = resolve(self.uri)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads or 0
+        options.inter_op_num_threads = 1
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise FatalError(f"DESKGEN_CLASSIFIER_MODEL: {self.uri} is not a readable ONNX model: {exc}") from exc
+        meta = json.loads(session.get_modelmeta().custom_metadata_map.get("deskgen", "{}"))
+        if meta.get("format") != ONNX_FORMAT:
+            raise FatalError(f"DESKGEN_CLASSIFIER_MODEL: {self.uri} was not exported by `deskgen models export-onnx`"
+                             f" (no {ONNX_FORMAT} metadata)")
+        self._meta, self._session = meta, session
+        self.load_seconds = time.perf_counter() - started
+        _log.info("classifier %s (%s) loaded with onnxruntime in %.1fs", meta["name"], meta["version"],
+                  self.load_seconds)
+
+    def score(self, images: Sequence[Image.Image]) -> list[Score]:
+        if self._session is None:
+            raise RuntimeError("OnnxDeskClassifier.load() has not been called")
+        meta, pre = self._meta, self._meta["preprocessing"]
+        results: list[Score] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start:start + self.max_batch]
+            started = time.perf_counter()
+            logits = self._session.run(None, {"pixels": preprocess(chunk, pre["size"], pre["mean"], pre["std"])})[0]
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            read = read_logits(logits, imagenet=meta["imagenet"], classes=meta["classes"],
+                               desk_indices=None if meta["classes"] else meta["class_set"]["indices"],
+                               labels=meta["labels"])
+            results += [Score(score, evidence, elapsed_ms, len(chunk)) for score, evidence in read]
+        return results
+
+    def _require_meta(self) -> dict:
+        if self._meta is None:
+            raise RuntimeError("OnnxDeskClassifier.load() has not been called")
+        return self._meta
