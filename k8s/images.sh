@@ -69,21 +69,24 @@ build_dev() {
 }
 
 load() {
-  # A marker per image records the podman image ID last imported, so an unchanged image is not copied again.
-  local image id marker started
+  # One multi-image archive, so the torch layer the captioner and generator share is copied once; a
+  # marker per image records the podman image ID last imported, so unchanged images are skipped.
+  local image id names=() ids=() started=$SECONDS present
   mkdir -p "$ROOT/.cache/k8s/loaded"
+  present="$("$ROOT/k8s/cluster.sh" ctr images ls -q)"
   for image in "${STAGE_IMAGES[@]}" "${DEV_IMAGES[@]}"; do
-    started=$SECONDS
     id="$(podman image inspect --format '{{.Id}}' "$(name "$image")")"
-    marker="$ROOT/.cache/k8s/loaded/$image"
-    if [[ -f "$marker" && "$(cat "$marker")" == "$id" ]] \
-       && "$ROOT/k8s/cluster.sh" ctr images ls -q | grep -qx "$(name "$image")"; then
-      continue
+    if [[ "$(cat "$ROOT/.cache/k8s/loaded/$image" 2>/dev/null)" != "$id" ]] || ! grep -qx "$(name "$image")" <<< "$present"; then
+      names+=("$image") ids+=("$id")
     fi
-    podman save --format docker-archive "$(name "$image")" | "$ROOT/k8s/cluster.sh" ctr images import - >/dev/null
-    echo "$id" > "$marker"
-    log "$image loaded into containerd in $((SECONDS - started)) s"
   done
+  ((${#names[@]})) || return 0
+  local refs=() i
+  for image in "${names[@]}"; do refs+=("$(name "$image")"); done
+  podman save --multi-image-archive --format docker-archive "${refs[@]}" \
+    | "$ROOT/k8s/cluster.sh" ctr images import - >/dev/null
+  for i in "${!names[@]}"; do echo "${ids[$i]}" > "$ROOT/.cache/k8s/loaded/${names[$i]}"; done
+  log "${names[*]} loaded into containerd in $((SECONDS - started)) s"
 }
 
 sizes() {
