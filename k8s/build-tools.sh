@@ -17,7 +17,11 @@ mkdir -p "$BIN"
 build_kubernetes() {
   local have=1 c
   for c in "${COMMANDS[@]}"; do
-    [[ -x "$BIN/$c" ]] && "$BIN/$c" --version 2>/dev/null | grep -q "$K8S_VERSION" || have=0
+    if [[ $c == kubectl ]]; then
+      "$BIN/$c" version --client 2>/dev/null | grep -q "$K8S_VERSION" || have=0
+    else
+      "$BIN/$c" --version 2>/dev/null | grep -q "$K8S_VERSION" || have=0
+    fi
   done
   if [[ $have == 1 && -x "$BIN/pause" ]]; then return; fi
   log "building Kubernetes $K8S_VERSION from the Go module proxy (cold: ~15 min on 2 cores)"
@@ -65,9 +69,9 @@ build_kwok() {
   dir="$(cd "$CACHE" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
   # KWOK exits with "no stages found" without its stage definitions (node heartbeat, pod lifecycle).
   local stage
-  for stage in "$dir"/kustomize/stage/node/fast/*.yaml "$dir"/kustomize/stage/pod/fast/*.yaml; do
+  for stage in "$dir"/kustomize/stage/node/{fast,heartbeat}/*.yaml "$dir"/kustomize/stage/pod/fast/*.yaml; do
     [[ "$stage" == */kustomization.yaml ]] && continue
-    echo "---"; cat "$stage"
+    echo "---"; cat "$stage"; echo
   done > "$CACHE/kwok-stages.yaml"
 }
 

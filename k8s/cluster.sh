@@ -317,7 +317,7 @@ up() {
     --hostname-override="$NODE" --node-ip="$NODE_IP"
   start kube-proxy "$RUN/kube-proxy.yaml" "$BIN/kube-proxy" --config="$RUN/kube-proxy.yaml"
   start kwok "--manage-nodes-with-annotation-selector" "$BIN/kwok" --kubeconfig="$KUBECONFIG_ADMIN" \
-    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --cidr=10.250.0.1/24 --node-ip=10.250.0.1 --server-address=127.0.0.1:10247 \
     --config="$CACHE/kwok-stages.yaml"
   wait_for "node $NODE" 180 kctl wait "node/$NODE" --for=condition=Ready --timeout=5s
@@ -369,7 +369,7 @@ restore_machine() {
   # Mounts left under the run folder (pod volumes, container root filesystems), deepest first.
   for mnt in $(findmnt -rn -o TARGET | grep "^$RUN/" | sort -r || true); do umount -l "$mnt" 2>/dev/null || true; done
   # The pod cgroups kubelet made (empty once the pods are gone).
-  for mnt in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/unified/kubepods; do
+  for mnt in /sys/fs/cgroup/*/kubepods; do
     [[ -d "$mnt" ]] && find "$mnt" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   if [[ -f "$RUN/machine.recorded" ]]; then
