@@ -57,8 +57,7 @@ def _all_ready() -> dict[str, dict] | None:
 
 
 def test_every_stage_pod_is_ready_after_helm_install_wait(release):
-    pods = _all_ready()
-    assert pods, f"not every stage has exactly one Ready pod: {stage_pods()}"
+    pods = wait_until("one Ready pod per stage", _all_ready, 600)
     for stage, pod in pods.items():
         scheduled = _ts(condition(pod, "PodScheduled")["lastTransitionTime"])
         ready = _ts(condition(pod, "Ready")["lastTransitionTime"])
