@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import (GPU_NODE, KAFKA, KUBECONFIG, NAMESPACE, NODE, RELEASE, ROOT, S3, STAGES, VALUES,
+from conftest import (GPU_NODE, KAFKA, NAMESPACE, NODE, RELEASE, ROOT, S3, STAGES, VALUES,
                       condition, get_json, helm, job_logs, kubectl, record, stage_pods, submit_job, wait_until)
 
 FAULT_JOBS = {"desk.png": 40, "coffee.jpg": 60}  # 100 jobs in flight during the faults
@@ -139,38 +139,40 @@ def test_default_values_put_the_generator_on_the_gpu_node_only(release):
 
 @pytest.fixture(scope="module")
 def prometheus(release, tmp_path_factory):
-    """Debian's Prometheus on this machine, discovering the stage pods through the API server
-    (kubernetes_sd, the Service labels and port the chart's ServiceMonitor selects)."""
+    """Debian's Prometheus on this machine, scraping the stage pods the API server lists behind the
+    chart's stage Services (the labels and port its ServiceMonitor selects). Debian builds Prometheus
+    without kubernetes_sd_configs ("field kubernetes_sd_configs not found"), so the test asks the API
+    server and hands the endpoints to Prometheus's file discovery; ``refresh()`` follows pod changes."""
     folder = tmp_path_factory.mktemp("prometheus")
-    run_dir = KUBECONFIG.parent
-    tls = {"ca_file": str(run_dir / "pki" / "ca.crt"), "cert_file": str(run_dir / "pki" / "admin.crt"),
-           "key_file": str(run_dir / "pki" / "admin.key")}
-    config = {
-        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
-        "scrape_configs": [{
-            "job_name": "deskgen",
-            "kubernetes_sd_configs": [{"role": "endpoints", "api_server": "https://10.99.0.1:6443",
-                                       "tls_config": tls, "namespaces": {"names": [NAMESPACE]}}],
-            "relabel_configs": [
-                {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_name",
-                                   "__meta_kubernetes_service_label_app_kubernetes_io_instance",
-                                   "__meta_kubernetes_service_label_app_kubernetes_io_component",
-                                   "__meta_kubernetes_endpoint_port_name"],
-                 "regex": f"deskgen;{RELEASE};(classifier|captioner|generator);http", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_component"],
-                 "target_label": "job"},
-            ],
-        }],
-    }
+    targets = folder / "targets.json"
+
+    def refresh() -> int:
+        slices = get_json("endpointslices", "-n", NAMESPACE, "-l",
+                          f"app.kubernetes.io/name=deskgen,app.kubernetes.io/instance={RELEASE},"
+                          "app.kubernetes.io/component in (classifier,captioner,generator)")["items"]
+        groups = []
+        for item in slices:
+            port = next(p["port"] for p in item["ports"] if p["name"] == "http")
+            for endpoint in item.get("endpoints") or []:
+                if endpoint.get("conditions", {}).get("ready"):
+                    groups.append({"targets": [f"{endpoint['addresses'][0]}:{port}"],
+                                   "labels": {"job": item["metadata"]["labels"]["app.kubernetes.io/component"],
+                                              "pod": endpoint.get("targetRef", {}).get("name", "")}})
+        targets.with_suffix(".tmp").write_text(json.dumps(groups))
+        targets.with_suffix(".tmp").rename(targets)
+        return len(groups)
+
+    refresh()
+    config = {"global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+              "scrape_configs": [{"job_name": "deskgen", "file_sd_configs": [{"files": [str(targets)],
+                                                                             "refresh_interval": "2s"}]}]}
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = 29090 + os.getpid() % 500
     process = subprocess.Popen(["prometheus", f"--config.file={folder / 'prometheus.yml'}",
                                 f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
                                stdout=open(folder / "prometheus.log", "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        yield url
+        yield {"url": f"http://127.0.0.1:{port}", "refresh": refresh}
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -188,7 +190,7 @@ def _prom(url: str, path: str, **params) -> dict:
 def test_prometheus_discovers_every_stage_pod(prometheus):
     def targets_up():
         try:
-            active = _prom(prometheus, "/api/v1/targets")["activeTargets"]
+            active = _prom(prometheus["url"], "/api/v1/targets")["activeTargets"]
         except OSError:
             return None
         up = {t["labels"].get("job") for t in active if t["health"] == "up"}
@@ -262,19 +264,21 @@ def _backlog_zero(pipeline):
 def test_dashboard_latency_queries_return_data(prometheus):
     from chart.dashboard_queries import panel_queries
 
+    prometheus["refresh"]()  # the pods the faults test replaced
+
     queries = [(title, expr) for title, expr in panel_queries(rate_interval="10m", include_gpu=False)
                if "latency" in title.lower()]
     assert queries
 
     def has_data(expr):
         try:
-            result = _prom(prometheus, "/api/v1/query", query=expr)["result"]
+            result = _prom(prometheus["url"], "/api/v1/query", query=expr)["result"]
         except OSError:
             return False
         return any(math.isfinite(float(series["value"][1])) for series in result)
 
     for title, expr in queries:
         wait_until(f"dashboard panel {title!r}: {expr}", lambda: has_data(expr), 120)
-    stages = {s["metric"]["stage"] for s in _prom(prometheus, "/api/v1/query",
+    stages = {s["metric"]["stage"] for s in _prom(prometheus["url"], "/api/v1/query",
                                                   query=queries[0][1])["result"]}
     assert stages >= set(STAGES), stages
