@@ -12,7 +12,7 @@ export CONTAINERS_CONF="$ROOT/k8s/containers.conf"
 PY="${PY:-$ROOT/.venv/bin/python}"
 BASE="localhost/deskgen-base:bookworm"
 TAG="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$ROOT/helm/deskgen/Chart.yaml")"
-WHEELS="$ROOT/.cache/wheels"
+WHEELS="${DESKGEN_WHEELS:-$ROOT/.cache/wheels}"  # DESKGEN_WHEELS: a wheel folder to reuse
 STAGE_IMAGES=(classifier captioner generator)
 DEV_IMAGES=(kafka s3proxy)
 log() { printf 'images: %s\n' "$*" >&2; }
