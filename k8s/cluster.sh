@@ -240,7 +240,7 @@ pause_image() {
   local dir="$RUN/pause-build"
   mkdir -p "$dir" && cp "$BIN/pause" "$dir/pause"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' > "$dir/Dockerfile"
-  podman build --quiet --format docker -t "$PAUSE_IMAGE" "$dir" >/dev/null
+  podman build --quiet --network host --format docker -t "$PAUSE_IMAGE" "$dir" >/dev/null
   podman save --format docker-archive "$PAUSE_IMAGE" | ctr_ images import - >/dev/null
   rm -rf "$dir"
 }

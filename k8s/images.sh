@@ -9,7 +9,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CONTAINERS_CONF="$ROOT/k8s/containers.conf"
-PY="${PY:-$ROOT/.venv/bin/python}"
+PY="$(realpath -s "${PY:-$ROOT/.venv/bin/python}")"  # absolute: build_dev runs it from stack/
 BASE="localhost/deskgen-base:bookworm"
 TAG="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$ROOT/helm/deskgen/Chart.yaml")"
 WHEELS="${DESKGEN_WHEELS:-$ROOT/.cache/wheels}"  # DESKGEN_WHEELS: a wheel folder to reuse
@@ -36,7 +36,7 @@ PYEOF
 
 build_one() {  # image dockerfile [target]
   local started=$SECONDS
-  podman build --quiet --layers --format docker -f "$2" ${3:+--target "$3"} \
+  podman build --quiet --layers --network host --format docker -f "$2" ${3:+--target "$3"} \
     --build-arg BASE="$BASE" --build-arg PIP_OPTIONS="--no-index --find-links /wheels" \
     --volume "$WHEELS:/wheels:ro" -t "$(name "$1")" "$ROOT" >/dev/null
   log "$1 built in $((SECONDS - started)) s"
@@ -62,7 +62,7 @@ build_dev() {
   cp "$ROOT"/k8s/images/*.sh "$ctx/"
   for component in "${DEV_IMAGES[@]}"; do
     local started=$SECONDS
-    podman build --quiet --layers --format docker -f "$ROOT/k8s/images/dev.Dockerfile" --target "$component" \
+    podman build --quiet --layers --network host --format docker -f "$ROOT/k8s/images/dev.Dockerfile" --target "$component" \
       --build-arg BASE="$BASE" -t "$(name "$component")" "$ctx" >/dev/null
     log "$component built in $((SECONDS - started)) s"
   done
