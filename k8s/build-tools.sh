@@ -17,10 +17,11 @@ mkdir -p "$BIN"
 build_kubernetes() {
   local have=1 c
   for c in "${COMMANDS[@]}"; do
+    # Whole outputs, not `| grep -q` (an early exit fails the pipe under pipefail).
     if [[ $c == kubectl ]]; then
-      "$BIN/$c" version --client 2>/dev/null | grep -q "$K8S_VERSION" || have=0
+      [[ "$("$BIN/$c" version --client 2>/dev/null)" == *"$K8S_VERSION"* ]] || have=0
     else
-      "$BIN/$c" --version 2>/dev/null | grep -q "$K8S_VERSION" || have=0
+      [[ "$("$BIN/$c" --version 2>/dev/null)" == *"$K8S_VERSION"* ]] || have=0
     fi
   done
   if [[ $have == 1 && -x "$BIN/pause" ]]; then return; fi
@@ -79,7 +80,7 @@ build_helm() {
   # The same pinned Helm that helm/chart-check.sh builds, in the same place.
   local version tools="$ROOT/.cache/tools/bin"
   version="$(sed -n 's/^HELM_VERSION="\(.*\)"/\1/p' "$ROOT/helm/chart-check.sh")"
-  if ! go version -m "$tools/helm" 2>/dev/null | grep -qE "^\s+mod\s+helm.sh/helm/v3\s+$version\s"; then
+  if ! grep -qE "^\s+mod\s+helm.sh/helm/v3\s+$version\s" <<< "$(go version -m "$tools/helm" 2>/dev/null)"; then
     log "building Helm $version"
     mkdir -p "$tools" && GOBIN="$tools" go install "helm.sh/helm/v3/cmd/helm@$version"
   fi
