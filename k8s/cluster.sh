@@ -236,7 +236,7 @@ node_network() {
 }
 
 pause_image() {
-  ctr_ images ls -q | grep -qx "$PAUSE_IMAGE" && return
+  grep -qx "$PAUSE_IMAGE" <<< "$(ctr_ images ls -q)" && return
   local dir="$RUN/pause-build"
   mkdir -p "$dir" && cp "$BIN/pause" "$dir/pause"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' > "$dir/Dockerfile"
