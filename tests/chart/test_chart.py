@@ -168,6 +168,7 @@ def test_every_toggle_on_renders_the_expected_objects(render):
         ("ServiceMonitor", FULLNAME): 1,
         ("PrometheusRule", FULLNAME): 1,
         ("ConfigMap", f"{FULLNAME}-dashboard"): 1,
+        ("Pod", f"{FULLNAME}-test"): 1,  # the `helm test` hook
     })
     for stage in STAGES:
         for kind in ("Deployment", "Service", "PodDisruptionBudget", "ScaledObject"):
@@ -177,7 +178,8 @@ def test_every_toggle_on_renders_the_expected_objects(render):
 
 def test_defaults_render_only_the_core_objects(render):
     kinds = Counter(o["kind"] for o in render.objects("default"))
-    assert kinds == Counter({"Deployment": 3, "Service": 3, "PodDisruptionBudget": 3, "ServiceAccount": 1, "NetworkPolicy": 1, "Job": 1})
+    assert kinds == Counter({"Deployment": 3, "Service": 3, "PodDisruptionBudget": 3, "ServiceAccount": 1, "NetworkPolicy": 1, "Job": 1,
+                             "Pod": 1})  # the Pod is the `helm test` hook
 
 
 # ---- the stage workloads -----------------------------------------------------------------------
