@@ -91,9 +91,10 @@ def _from_hub(repo: str, cache: Path) -> Path:
 def _from_s3(bucket: str, prefix: str, target: Path) -> Path:
     if _verified(target):
         return target
+    from .settings import S3Settings
     from .storage import ObjectStore
 
-    store = ObjectStore.from_env(bucket=bucket)
+    store = ObjectStore(load(S3Settings), bucket=bucket)
     keys = store.list(prefix)
     if not keys:
         raise FatalError(f"model s3://{bucket}/{prefix}: no objects under that prefix")

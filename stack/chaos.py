@@ -42,12 +42,12 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "stack"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "stack"))
 
 import localstack  # noqa: E402
 from devenv import dev_model_env  # noqa: E402
 from samples import draw_desk  # noqa: E402
-from support.pipeline import Pipeline, Service  # noqa: E402
+from pipeline import Pipeline, Service  # noqa: E402
 
 __all__ = ["Options", "Report", "run", "main"]
 
@@ -341,17 +341,17 @@ class ResultWatcher(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        from deskgen.common.kafka import make_reader
 
         topic = self.pipeline.topic("generated")
-        config = {"bootstrap.servers": self.pipeline.bootstrap, "group.id": f"{self.pipeline.prefix}watcher",
-                  "isolation.level": "read_committed", "enable.auto.commit": False,
-                  "log_level": 2}  # quiet while the broker is away
-        probe = Consumer(config)
+        config = {"group.id": f"{self.pipeline.prefix}watcher", "log_level": 2}  # quiet while the broker is away
+        probe = make_reader(self.pipeline.kafka, **config)
         positions = {p: OFFSET_BEGINNING for p in probe.list_topics(topic, timeout=30).topics[topic].partitions}
         probe.close()
         while not self._stopped.is_set():
-            consumer = Consumer(config)
+            consumer = make_reader(self.pipeline.kafka, **config)
             consumer.assign([TopicPartition(topic, p, offset) for p, offset in positions.items()])
             session_end = time.monotonic() + self._SESSION_S
             try:

@@ -8,8 +8,6 @@ here), so their captions and images are noise made by the real code paths.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +19,8 @@ import localstack
 from devenv import dev_model_env
 from samples import write_samples
 
+from deskgen.common.backend import Backend, BackendSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / ".stack" / "demo"
 PORTS = {"classifier": 18081, "captioner": 18082, "generator": 18083}
@@ -29,10 +29,6 @@ DESKGEN = [sys.executable, "-m", "deskgen.common.cli"]
 
 def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
-
-
-def _missing_stages() -> list[str]:
-    return [stage for stage in PORTS if importlib.util.find_spec(f"deskgen.services.{stage}.__main__") is None]
 
 
 def _wait_ready(services: dict[str, subprocess.Popen], logs: dict[str, Path], timeout: float = 300) -> None:
@@ -55,11 +51,6 @@ def _wait_ready(services: dict[str, subprocess.Popen], logs: dict[str, Path], ti
 
 
 def main() -> int:
-    missing = _missing_stages()
-    if missing:
-        print(f"demo: stage(s) not implemented yet: {', '.join(missing)} (services/<stage>/__main__.py)",
-              file=sys.stderr)
-        return 1
     _say("starting the local stack (Kafka in KRaft mode, S3Proxy)")
     localstack.up()
     env = {**os.environ, **localstack.deskgen_env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -83,15 +74,18 @@ def main() -> int:
         _say("submitting sample photos:")
         for path, expectation in samples:
             print(f"    {path.name:22} {expectation}")
-        submitted = subprocess.run([*DESKGEN, "submit", *[str(p) for p, _ in samples], "--concept", "BASIC"],
-                                   env=env, check=True, capture_output=True, text=True).stdout.split()
-        _say("results (deskgen watch):")
-        watched = subprocess.run([*DESKGEN, "watch", *submitted, "--json", "--timeout", "300"], env=env,
-                                 capture_output=True, text=True)
-        if watched.returncode != 0:
-            print(watched.stderr, file=sys.stderr)
-            return 1
-        _print_results(submitted, samples, [json.loads(line) for line in watched.stdout.splitlines()], env)
+        os.environ.update({k: v for k, v in env.items() if k.startswith("DESKGEN_")})
+        with Backend(BackendSettings.load(), source="/deskgen/demo") as backend:
+            backend.ensure_bucket()
+            submitted = [backend.submit(path.read_bytes(), filename=path.name, request={"concept": "BASIC"})
+                         for path, _ in samples]
+            _say("results (the backend client, common/backend.py):")
+            results = backend.results(submitted, timeout_s=300)
+            missing = [job for job in submitted if job not in results]
+            if missing:
+                print(f"demo: no result within 300 s for {len(missing)} job(s): {' '.join(missing)}", file=sys.stderr)
+                return 1
+            _print_results(submitted, samples, results, backend.store)
     finally:
         for process in services.values():
             process.terminate()
@@ -101,13 +95,9 @@ def main() -> int:
     return 0
 
 
-def _print_results(jobs: list[str], samples, results: list[dict], env: dict[str, str]) -> None:
+def _print_results(jobs: list[str], samples, by_job: dict[str, dict], store) -> None:
     from deskgen.common.cli import format_result
-    from deskgen.common.storage import ObjectStore
 
-    os.environ.update({k: v for k, v in env.items() if k.startswith("DESKGEN_")})
-    store = ObjectStore.from_env()
-    by_job = {r["job_id"]: r for r in results}
     out = DEMO_DIR / "generated"
     out.mkdir(exist_ok=True)
     for job, (path, _) in zip(jobs, samples):

@@ -26,7 +26,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 from deskgen.common.errors import FatalError
 from deskgen.common.models import resolve
 
-from .devweights import DEV_MARKER
+from deskgen.services.captioner.devweights import DEV_MARKER
 
 __all__ = ["Caption", "CaptionResult", "BlipCaptioner", "PRECISIONS", "auto_precision"]
 
@@ -73,11 +73,11 @@ class BlipCaptioner:
         device: str = "cpu",
     ):
         if not prompts:
-            raise ValueError("at least one prompt is needed")
+            raise FatalError("at least one prompt is needed")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+            raise FatalError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1 or num_beams < 1:
-            raise ValueError("need 0 <= min_new_tokens <= max_new_tokens, max_new_tokens >= 1, num_beams >= 1")
+            raise FatalError("need 0 <= min_new_tokens <= max_new_tokens, max_new_tokens >= 1, num_beams >= 1")
         self.uri = uri
         self.prompts = tuple(prompts)
         self.max_new_tokens = max_new_tokens
@@ -87,13 +87,13 @@ class BlipCaptioner:
                                    "cpu" if device == "auto" else device)
         self.precision = precision = auto_precision(self.device) if precision == "auto" else precision
         if precision == "int8" and self.device.type != "cpu":
-            raise ValueError("int8 dynamic quantisation runs on the CPU only")
+            raise FatalError("int8 dynamic quantisation runs on the CPU only")
         if precision == "fp16" and self.device.type == "cpu":
-            raise ValueError("fp16 is for GPUs; use bf16 or int8 on the CPU")
+            raise FatalError("fp16 is for GPUs; use bf16 or int8 on the CPU")
         self.model: BlipForConditionalGeneration | None = None
         self.processor: BlipProcessor | None = None
         self.weights = "real"
-        self.info: dict[str, str] = {}
+        self.card: dict[str, str] = {}  # name, version, uri: the model's identity in every output
         self.load_ms = 0.0
         self._prompt_ids = self._prompt_mask = torch.empty(0, dtype=torch.long)
 
@@ -114,7 +114,7 @@ class BlipCaptioner:
             raise FatalError(f"cannot load BLIP from {self.uri} ({directory}): {exc}") from None
         self.model = self._prepare(model.eval())
         self.weights = _weights_kind(directory)
-        self.info = {"name": _model_name(self.uri), "version": _weights_digest(directory), "uri": self.uri}
+        self.card = {"name": _model_name(self.uri), "version": _weights_digest(directory), "uri": self.uri}
         self._prompt_ids, self._prompt_mask = self._encode_prompts()
         self.load_ms = (time.perf_counter() - started) * 1000
 

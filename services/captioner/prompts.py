@@ -29,7 +29,7 @@ from typing import Any
 
 from deskgen.common.errors import InvalidInputError
 
-from .keywords import Keyword
+from deskgen.services.captioner.keywords import Keyword
 
 __all__ = ["Concept", "ConceptBook", "PromptPlan", "concept_book", "objects_phrase", "weekday_of",
            "select_concept", "build_prompt"]

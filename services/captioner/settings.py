@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from deskgen.common.settings import StageSettings
 
 __all__ = ["CaptionerSettings", "SEED_PROMPTS"]
 
-# The original team's three conditional prompts (DESIGN.md §1).
+# The original team's three conditional prompts.
 SEED_PROMPTS = ("This is a photo of", "Q: What objects are on the desk? A:", "desk_setup:")
 
 
-class CaptionerSettings(BaseSettings):
+class CaptionerSettings(StageSettings):
     """The BLIP captioner: model source, prompts, decoding bounds, precision and device."""
 
     model_config = SettingsConfigDict(env_prefix="DESKGEN_CAPTIONER_", extra="ignore", case_sensitive=False)
@@ -29,7 +31,6 @@ class CaptionerSettings(BaseSettings):
         "auto", description="auto = fp16 on a GPU; on a CPU bf16 where native (AVX-512 BF16, AMX), else int8 "
                             "(dynamic per-channel quantisation of the Linear layers). Or fp32 anywhere.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where BLIP runs; auto = cuda when present.")
-    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's own choice).")
 
     @field_validator("prompts")
     @classmethod

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from deskgen.common.events import Event
-from deskgen.common.stage import Blobs, Emit
+from deskgen.common.stage import Blobs, Emit, Stage
+from deskgen.services.captioner.keywords import extract_keywords
+from deskgen.services.captioner.model import BlipCaptioner
+from deskgen.services.captioner.prompts import ConceptBook, build_prompt, concept_book, select_concept
+from deskgen.services.captioner.settings import CaptionerSettings
 
-from .keywords import extract_keywords
-from .model import BlipCaptioner
-from .prompts import ConceptBook, build_prompt, concept_book, select_concept
-
-__all__ = ["CaptionerStage"]
+__all__ = ["CaptionerStage", "build_stage", "build_captioner"]
 
 
-class CaptionerStage:
+def build_captioner(settings: CaptionerSettings) -> BlipCaptioner:
+    """The captioner the settings describe (not loaded yet)."""
+    return BlipCaptioner(settings.model, settings.prompts, max_new_tokens=settings.max_new_tokens,
+                         num_beams=settings.num_beams, precision=settings.precision, device=settings.device)
+
+
+def build_stage(settings: CaptionerSettings) -> CaptionerStage:
+    return CaptionerStage(build_captioner(settings))
+
+
+class CaptionerStage(Stage):
     """Consumes ``classified`` (desk photos), produces ``captioned`` with the ``captioning`` section.
 
     Section: ``captions`` [{prompt, text}], ``keywords`` [{word, count}], ``prompt``,
@@ -47,7 +57,7 @@ class CaptionerStage:
             "preset": plan.preset,
             "concept": plan.concept,
             "theme": plan.theme,
-            "model": dict(self.captioner.info),
+            "model": dict(self.captioner.card),
             "weights": self.captioner.weights,
             "timings": {name: round(ms, 2) for name, ms in result.timings.items()},
         })

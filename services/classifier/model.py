@@ -31,9 +31,9 @@ from torchvision.models import VGG16_Weights
 from deskgen.common.errors import FatalError
 from deskgen.common.models import resolve
 
-from .checkpoint import ModelSpec, load_checkpoint
-from .networks import IMAGENET_CLASSES, Preprocessing, preprocessing_for
-from .settings import DEFAULT_MODEL_URI
+from deskgen.services.classifier.checkpoint import ModelSpec, load_checkpoint
+from deskgen.services.classifier.networks import IMAGENET_CLASSES, Preprocessing, preprocessing_for
+from deskgen.services.classifier.settings import DEFAULT_MODEL_URI
 
 __all__ = ["CLASS_SET_FILE", "IMAGENET_NAMES", "BACKENDS", "ClassSet", "Score",
            "DeskClassifier", "decide"]
@@ -93,7 +93,7 @@ class DeskClassifier:
             folder names its own, and a different explicit value here is a FatalError.
         backend: ``auto`` | ``torch`` | ``onnxruntime``.
         threshold: overrides the model's (or class set's) threshold.
-        threads: CPU threads for inference (None: the library default, one per core).
+        threads: onnxruntime intra-op threads (None: one per core); torch threads are set once by the service.
         max_batch: most images in one forward pass; longer lists are scored in chunks.
         head_classes: output order of a bare weights file's 2-class head.
     """
@@ -143,8 +143,6 @@ class DeskClassifier:
         if self.loaded:
             return
         started = time.perf_counter()
-        if self.threads:
-            torch.set_num_threads(self.threads)
         spec, network = load_checkpoint(resolve(self.uri), arch=self.arch or "efficientnet_lite0",
                                         head_classes=self.head_classes, expected_arch=self.arch)
         self._class_set = ClassSet.load(self.class_set_file) if not spec.classes else None

@@ -6,14 +6,21 @@ from typing import Any
 
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.events import Event
-from deskgen.common.stage import Blobs, Emit, Outcome, Reject
+from deskgen.common.stage import Blobs, Emit, Outcome, Reject, Stage
+from deskgen.services.classifier.model import DeskClassifier, Score, decide
+from deskgen.services.classifier.settings import ClassifierSettings
 
-from .model import DeskClassifier, Score, decide
-
-__all__ = ["ClassifierStage"]
+__all__ = ["ClassifierStage", "build_stage"]
 
 
-class ClassifierStage:
+def build_stage(settings: ClassifierSettings) -> ClassifierStage:
+    """The classifier the settings describe (the model loads in ``load``)."""
+    return ClassifierStage(DeskClassifier(settings.model, arch=settings.arch, backend=settings.backend,
+                                          threshold=settings.threshold, threads=settings.threads,
+                                          max_batch=settings.batch_max, head_classes=settings.head_classes))
+
+
+class ClassifierStage(Stage):
     """Scores each uploaded photo; below the threshold the job ends as ``rejected: not_desk``.
 
     ``handle_batch`` decodes every photo, scores the decodable ones in one forward pass (chunks of

@@ -31,9 +31,9 @@ from deskgen.common.errors import DeskgenError, FatalError, InvalidInputError
 from deskgen.common.imaging import decode_image
 from deskgen.common.models import resolve
 
-from .checkpoint import ModelSpec, build_network, load_checkpoint, save_checkpoint
-from .networks import ARCHS, DeskEfficientNet, preprocessing_for
-from .settings import DEFAULT_MODEL_URI
+from deskgen.services.classifier.checkpoint import ModelSpec, build_network, load_checkpoint, save_checkpoint
+from deskgen.services.classifier.networks import ARCHS, DeskEfficientNet, preprocessing_for
+from deskgen.services.classifier.settings import DEFAULT_MODEL_URI
 
 __all__ = ["CLASSES", "TrainReport", "train", "cli"]
 

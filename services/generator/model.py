@@ -53,8 +53,6 @@ class ModelSource:
     version: str
     uri: str
 
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "uri": self.uri}
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,6 @@ class RuntimeOptions:
 
     device: str = "auto"
     dtype: str = "auto"
-    threads: int = 0
     fast_switch: bool = True
     channels_last: bool = True
     compile: bool = False
@@ -153,18 +150,21 @@ class GeneratorModel:
         self._schedulers: dict[str, object] = {}
 
     @property
+    def card(self) -> dict[str, str]:
+        """The model's identity in every output: name, version, uri."""
+        return {"name": self.source.name, "version": self.source.version, "uri": self.source.uri}
+
+    @property
     def loaded(self) -> bool:
         return self.pipe is not None
 
     def load(self) -> None:
-        """Load the pipeline and every adapter, place them on the device, optionally compile and warm up."""
+        """Load the pipeline and every adapter, place them on the device, optionally compile (``warm_up`` is separate)."""
         from diffusers import AutoencoderKL, StableDiffusionXLPipeline
         from safetensors.torch import load_file
 
         from deskgen.common.models import resolve
 
-        if self.options.threads and self.device.type == "cpu":
-            torch.set_num_threads(self.options.threads)
         started = time.perf_counter()
         base_dir = resolve(self.base_uri)
         lora_files = {name: lora_file(resolve(uri)) for name, uri in self.lora_uris.items()}
@@ -258,7 +258,7 @@ def build_model(settings, *, model_uri: str | None = None, lora_uris: Mapping[st
                 warmup: bool | None = None) -> GeneratorModel:
     """A GeneratorModel from GeneratorSettings; ``model_uri``/``lora_uris``/``warmup`` override them."""
     options = RuntimeOptions(
-        device=settings.device, dtype=settings.dtype, threads=settings.threads, fast_switch=settings.fast_switch,
+        device=settings.device, dtype=settings.dtype, fast_switch=settings.fast_switch,
         channels_last=settings.channels_last, compile=settings.compile, compile_mode=settings.compile_mode,
         cpu_offload=settings.cpu_offload, vae_tiling=settings.vae_tiling,
         warmup=settings.warmup if warmup is None else warmup)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from deskgen.common.settings import StageSettings
 
 __all__ = ["GeneratorSettings", "SCHEDULER_NAMES"]
 
@@ -15,7 +19,7 @@ _PRIVATE_LORA = ("The service LoRAs are private (trained by the original team on
                  "(<dev-models>/generator-tiny/loras/{name}). diffusers or Kohya safetensors; a folder or a file.")
 
 
-class GeneratorSettings(BaseSettings):
+class GeneratorSettings(StageSettings):
     """Model sources, generation defaults and bounds, and GPU options of the generator."""
 
     model_config = SettingsConfigDict(env_prefix="DESKGEN_GENERATOR_", extra="ignore", case_sensitive=False)
@@ -50,9 +54,10 @@ class GeneratorSettings(BaseSettings):
     allowed_schedulers: list[str] = Field(list(SCHEDULER_NAMES), description="Schedulers a request may name "
                                           "(JSON list).")
 
-    device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda or cuda:N.")
-    dtype: str = Field("auto", description="auto (float16 on cuda, float32 on cpu), float16, bfloat16, float32.")
-    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default).")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+                        description="auto (cuda when available, else cpu), cpu, cuda or cuda:N.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="auto (float16 on cuda, float32 on cpu), float16, bfloat16, float32.")
     fast_switch: bool = Field(True, description="Switch presets by writing each LoRA layer's scale directly "
                               "(layers collected once) instead of diffusers' set_adapters, which walks every module.")
     channels_last: bool = Field(True, description="channels_last memory format for the UNet and VAE on cuda.")
@@ -83,9 +88,6 @@ class GeneratorSettings(BaseSettings):
             (self.width % self.size_multiple == 0 and self.height % self.size_multiple == 0,
              "width and height must be multiples of size_multiple"),
             (self.size_multiple % 8 == 0, "size_multiple must be a multiple of 8"),
-            (self.dtype in ("auto", "float16", "bfloat16", "float32"), "dtype must be auto, float16, bfloat16 or float32"),
-            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-             "device must be auto, cpu, cuda or cuda:N"),
         ]
         for ok, message in checks:
             if not ok:

@@ -14,20 +14,25 @@ import math
 import time
 from typing import Any
 
-from deskgen.common.errors import InvalidInputError
+from deskgen.common.errors import FatalError, InvalidInputError
 from deskgen.common.events import Event
 from deskgen.common.keys import generated_key
-from deskgen.common.stage import Blob, Blobs, Emit
-from deskgen.services.generator.model import GenerationOptions, GeneratorModel
+from deskgen.common.stage import Blob, Blobs, Emit, Stage
+from deskgen.services.generator.model import GenerationOptions, GeneratorModel, build_model
 from deskgen.services.generator.presets import Preset, PresetTable
 from deskgen.services.generator.settings import GeneratorSettings
 
-__all__ = ["GeneratorStage", "resolve_preset", "resolve_options", "derive_seed", "encode_png"]
+__all__ = ["GeneratorStage", "build_stage", "resolve_preset", "resolve_options", "derive_seed", "encode_png"]
 
 _MAX_SEED = 2**32 - 1
 
 
-class GeneratorStage:
+def build_stage(settings: GeneratorSettings) -> GeneratorStage:
+    """The generator the settings describe (models load in ``load``)."""
+    return GeneratorStage(build_model(settings), settings)
+
+
+class GeneratorStage(Stage):
     name = "generator"
     consumes = "captioned"
     produces = "generated"
@@ -37,7 +42,7 @@ class GeneratorStage:
         self.model = model
         self.settings = settings
         if model.presets.get(settings.default_preset) is None:
-            raise ValueError(f"default preset {settings.default_preset!r} is not in the preset table")
+            raise FatalError(f"default preset {settings.default_preset!r} is not in the preset table")
 
     def load(self) -> None:
         self.model.load()
@@ -69,7 +74,7 @@ class GeneratorStage:
             "width": options.width,
             "height": options.height,
             "scheduler": options.scheduler,
-            "model": self.model.source.as_dict(),
+            "model": self.model.card,
             "weights": self.model.weights,
             "timings": {"inference_ms": round(generated.inference_ms, 1), "encode_ms": round(encode_ms, 1),
                         "preset_switch_ms": round(generated.preset_switch_ms, 3)},
