@@ -24,7 +24,7 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import resolve
+from deskgen.common.models import ModelSources, resolve
 
 from deskgen.services.captioner.devweights import DEV_MARKER
 
@@ -71,6 +71,7 @@ class BlipCaptioner:
         num_beams: int = 1,
         precision: str = "fp32",
         device: str = "cpu",
+        sources: ModelSources = ModelSources(),
     ):
         if not prompts:
             raise FatalError("at least one prompt is needed")
@@ -79,6 +80,7 @@ class BlipCaptioner:
         if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1 or num_beams < 1:
             raise FatalError("need 0 <= min_new_tokens <= max_new_tokens, max_new_tokens >= 1, num_beams >= 1")
         self.uri = uri
+        self.sources = sources
         self.prompts = tuple(prompts)
         self.max_new_tokens = max_new_tokens
         self.min_new_tokens = min_new_tokens
@@ -106,7 +108,7 @@ class BlipCaptioner:
         if self.loaded:
             return
         started = time.perf_counter()
-        directory = resolve(self.uri)
+        directory = resolve(self.uri, self.sources)
         try:
             self.processor = BlipProcessor.from_pretrained(directory)
             model = BlipForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)

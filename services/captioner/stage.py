@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deskgen.common.events import Event
+from deskgen.common.models import ModelSources
 from deskgen.common.stage import Blobs, Emit, Stage
 from deskgen.services.captioner.keywords import extract_keywords
 from deskgen.services.captioner.model import BlipCaptioner
@@ -15,7 +16,8 @@ __all__ = ["CaptionerStage", "build_stage", "build_captioner"]
 def build_captioner(settings: CaptionerSettings) -> BlipCaptioner:
     """The captioner the settings describe (not loaded yet)."""
     return BlipCaptioner(settings.model, settings.prompts, max_new_tokens=settings.max_new_tokens,
-                         num_beams=settings.num_beams, precision=settings.precision, device=settings.device)
+                         num_beams=settings.num_beams, precision=settings.precision, device=settings.device,
+                         sources=ModelSources.load())
 
 
 def build_stage(settings: CaptionerSettings) -> CaptionerStage:

@@ -29,7 +29,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import resolve
+from deskgen.common.models import ModelSources, resolve
 
 from deskgen.services.classifier.checkpoint import ModelSpec, load_checkpoint
 from deskgen.services.classifier.networks import IMAGENET_CLASSES, Preprocessing, preprocessing_for
@@ -100,10 +100,12 @@ class DeskClassifier:
 
     def __init__(self, uri: str = DEFAULT_MODEL_URI, *, arch: str | None = None, backend: str = "auto",
                  threshold: float | None = None, threads: int | None = None, max_batch: int = 8,
-                 head_classes: Sequence[str] = ("desk", "not_desk"), class_set: Path = CLASS_SET_FILE):
+                 head_classes: Sequence[str] = ("desk", "not_desk"), class_set: Path = CLASS_SET_FILE,
+                 sources: ModelSources = ModelSources()):
         if backend not in BACKENDS:
             raise FatalError(f"unknown classifier backend {backend!r}; expected one of {BACKENDS}")
         self.uri = uri
+        self.sources = sources
         self.arch = arch
         self.backend = backend
         self.threshold_override = threshold
@@ -143,7 +145,7 @@ class DeskClassifier:
         if self.loaded:
             return
         started = time.perf_counter()
-        spec, network = load_checkpoint(resolve(self.uri), arch=self.arch or "efficientnet_lite0",
+        spec, network = load_checkpoint(resolve(self.uri, self.sources), arch=self.arch or "efficientnet_lite0",
                                         head_classes=self.head_classes, expected_arch=self.arch)
         self._class_set = ClassSet.load(self.class_set_file) if not spec.classes else None
         self._preprocess = preprocessing_for(spec.arch)

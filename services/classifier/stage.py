@@ -6,6 +6,7 @@ from typing import Any
 
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.events import Event
+from deskgen.common.models import ModelSources
 from deskgen.common.stage import Blobs, Emit, Outcome, Reject, Stage
 from deskgen.services.classifier.model import DeskClassifier, Score, decide
 from deskgen.services.classifier.settings import ClassifierSettings
@@ -17,7 +18,8 @@ def build_stage(settings: ClassifierSettings) -> ClassifierStage:
     """The classifier the settings describe (the model loads in ``load``)."""
     return ClassifierStage(DeskClassifier(settings.model, arch=settings.arch, backend=settings.backend,
                                           threshold=settings.threshold, threads=settings.threads,
-                                          max_batch=settings.batch_max, head_classes=settings.head_classes))
+                                          max_batch=settings.batch_max, head_classes=settings.head_classes,
+                                          sources=ModelSources.load()))
 
 
 class ClassifierStage(Stage):

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import resolve
+from deskgen.common.models import ModelSources, resolve
 from deskgen.common.settings import load
 from deskgen.services.generator.devweights import DEV_MARKER
 from deskgen.services.generator.model import GenerationOptions, GeneratorModel, build_model
@@ -48,7 +48,7 @@ def cli(argv: list[str]) -> int:
         settings = load(GeneratorSettings)
         lora_uris = dict(item.split("=", 1) for item in args.lora)
         model_uri = args.model or settings.model
-        base = resolve(model_uri)
+        base = resolve(model_uri, ModelSources.load())
         if (base / DEV_MARKER).is_file():
             lora_uris = {name: str(base / "loras" / name) for name in load_presets().adapters} | lora_uris
         model = build_model(settings, model_uri=model_uri, lora_uris=lora_uris, warmup=False)

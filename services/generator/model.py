@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from deskgen.common.errors import FatalError
+from deskgen.common.models import ModelSources, resolve
 from deskgen.services.generator.devweights import DEV_MARKER, LORA_FILE
 from deskgen.services.generator.presets import Preset, PresetTable, load_presets
 
@@ -131,8 +132,9 @@ class GeneratorModel:
     """
 
     def __init__(self, base_uri: str, lora_uris: Mapping[str, str], *, options: RuntimeOptions = RuntimeOptions(),
-                 vae_uri: str = "", presets: PresetTable | None = None):
+                 vae_uri: str = "", presets: PresetTable | None = None, sources: ModelSources = ModelSources()):
         self.presets = presets or load_presets()
+        self.sources = sources
         missing = set(self.presets.adapters) - set(lora_uris)
         if missing:
             raise FatalError(f"no LoRA URI for adapters {sorted(missing)}")
@@ -163,15 +165,13 @@ class GeneratorModel:
         from diffusers import AutoencoderKL, StableDiffusionXLPipeline
         from safetensors.torch import load_file
 
-        from deskgen.common.models import resolve
-
         started = time.perf_counter()
-        base_dir = resolve(self.base_uri)
-        lora_files = {name: lora_file(resolve(uri)) for name, uri in self.lora_uris.items()}
+        base_dir = resolve(self.base_uri, self.sources)
+        lora_files = {name: lora_file(resolve(uri, self.sources)) for name, uri in self.lora_uris.items()}
         self.weights, self.source = _describe(self.base_uri, base_dir)
         components = {}
         if self.vae_uri:
-            components["vae"] = AutoencoderKL.from_pretrained(resolve(self.vae_uri), dtype=self.dtype)
+            components["vae"] = AutoencoderKL.from_pretrained(resolve(self.vae_uri, self.sources), dtype=self.dtype)
         with _quiet_loaders():
             pipe = StableDiffusionXLPipeline.from_pretrained(base_dir, dtype=self.dtype, use_safetensors=True,
                                                              **components)
@@ -263,7 +263,7 @@ def build_model(settings, *, model_uri: str | None = None, lora_uris: Mapping[st
         cpu_offload=settings.cpu_offload, vae_tiling=settings.vae_tiling,
         warmup=settings.warmup if warmup is None else warmup)
     return GeneratorModel(model_uri or settings.model, {**settings.lora_uris(), **(lora_uris or {})},
-                          options=options, vae_uri=settings.vae)
+                          options=options, vae_uri=settings.vae, sources=ModelSources.load())
 
 
 def lora_file(path: pathlib.Path) -> pathlib.Path:

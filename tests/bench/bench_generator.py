@@ -153,13 +153,13 @@ def _cuda_rows(args) -> list:
     rows = []
 
     # Baseline: plain diffusers, fp16, one preset (ott_3d) set once.
-    from deskgen.common.models import resolve
+    from deskgen.common.models import ModelSources, resolve
     from deskgen.services.generator.model import lora_file
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(resolve(base_uri), dtype=torch.float16).to("cuda")
+    pipe = StableDiffusionXLPipeline.from_pretrained(resolve(base_uri, ModelSources.load()), dtype=torch.float16).to("cuda")
     pipe.set_progress_bar_config(disable=True)
     for name, uri in lora_uris.items():
-        pipe.load_lora_weights(load_file(str(lora_file(resolve(uri)))), adapter_name=name)
+        pipe.load_lora_weights(load_file(str(lora_file(resolve(uri, ModelSources.load())))), adapter_name=name)
     pipe.set_adapters(["ott", "3d"], [0.7, 0.5])
     timings = []
     for _ in range(2):
