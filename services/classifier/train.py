@@ -29,6 +29,7 @@ from torch import nn
 
 from deskgen.common.errors import DeskgenError, FatalError, InvalidInputError
 from deskgen.common.imaging import decode_image
+from deskgen.common.settings import ImageSettings
 from deskgen.common.models import ModelSources, resolve
 
 from deskgen.services.classifier.checkpoint import ModelSpec, build_network, load_checkpoint, save_checkpoint
@@ -36,6 +37,9 @@ from deskgen.services.classifier.networks import ARCHS, DeskEfficientNet, prepro
 from deskgen.services.classifier.settings import DEFAULT_MODEL_URI
 
 __all__ = ["CLASSES", "TrainReport", "train", "cli"]
+
+# Training photos are local files of the operator's: the decoder's default limits.
+_LIMITS = ImageSettings()
 
 CLASSES = ("desk", "not_desk")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -223,7 +227,7 @@ def _embed(network: nn.Module, arch: str, samples: list[tuple[Path, int]], batch
 
 def _read(path: Path) -> Image.Image:
     try:
-        return decode_image(path.read_bytes())
+        return decode_image(path.read_bytes(), _LIMITS)
     except InvalidInputError as exc:
         raise FatalError(f"training photo {path}: {exc}") from None
 

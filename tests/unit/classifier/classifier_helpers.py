@@ -7,8 +7,10 @@ import io
 from PIL import Image
 
 from deskgen.common.events import Event
-from deskgen.common.imaging import decode_image
+from deskgen.common.imaging import ImageSettings, decode_image
 from samples import draw_desk  # noqa: F401 (re-exported for the tests)
+
+LIMITS = ImageSettings()
 
 __all__ = ["MemoryBlobs", "png", "uploaded", "draw_desk"]
 
@@ -23,7 +25,7 @@ class MemoryBlobs:
         return self.objects[key]
 
     def image(self, key: str) -> Image.Image:
-        return decode_image(self.read(key))
+        return decode_image(self.read(key), LIMITS)
 
 
 def png(image: Image.Image) -> bytes:
