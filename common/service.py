@@ -44,7 +44,7 @@ def main(build_stage: Callable[[S], Stage]) -> int:
 
             torch.set_num_threads(settings.threads)
         stage = build_stage(settings)
-    except (FatalError, ValueError) as exc:
+    except FatalError as exc:
         log.error("cannot start: %s", exc)
         return 2
     return serve(stage)

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from deskgen.common.errors import InvalidInputError
+from deskgen.common.errors import FatalError, InvalidInputError
 
 from deskgen.services.captioner.keywords import Keyword
 
@@ -80,7 +80,7 @@ class ConceptBook:
             problems += [f"{concept.name}: {t!r} is not a negative term"
                          for t in concept.drop_negative if t not in self.negative_terms]
         if problems:
-            raise ValueError(f"{source}: " + "; ".join(problems))
+            raise FatalError(f"{source}: " + "; ".join(problems))
 
     def concept(self, name: str | None) -> Concept:
         """The named concept (default when ``None``); InvalidInputError(unknown_concept) otherwise."""
