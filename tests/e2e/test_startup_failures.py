@@ -12,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.integration
+
 
 def _start(stage: str, **env: str) -> subprocess.CompletedProcess:
     """``deskgen run STAGE`` with the stack's settings plus ``env``; it must exit on its own."""
