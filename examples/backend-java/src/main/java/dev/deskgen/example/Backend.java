@@ -55,6 +55,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
  */
 public final class Backend {
     private static final String UPLOADED = "com.deskgen.photo.uploaded";
+    private static final String FINISHED = "com.deskgen.job.finished";
     private static final URI SOURCE = URI.create("/examples/backend-java");
     private static final Map<String, String> EXTENSIONS =
             Map.of("jpg", "jpg", "jpeg", "jpg", "png", "png", "webp", "webp");
@@ -169,7 +170,7 @@ public final class Backend {
         Instant deadline = Instant.now().plus(timeout);
         while (!waiting.isEmpty() && Instant.now().isBefore(deadline)) {
             for (ConsumerRecord<String, CloudEvent> record : results.poll(Duration.ofMillis(500))) {
-                Path photo = waiting.remove(record.key());
+                Path photo = FINISHED.equals(record.value().getType()) ? waiting.remove(record.key()) : null;
                 if (photo != null) {
                     System.out.println(describe(photo, record.value()));
                 }
@@ -189,9 +190,8 @@ public final class Backend {
         List<String> stages = new ArrayList<>();
         result.path("timeline").fields().forEachRemaining(stage -> stages.add(String.format(Locale.ROOT,
                 "%s %.2fs", stage.getKey(), stage.getValue().path("handle_ms").asDouble() / 1000)));
-        StringBuilder line = new StringBuilder(String.format("result job=%s file=%s type=%s status=%s reason=%s",
-                result.path("job_id").asText(), photo.getFileName(), event.getType(), status,
-                result.path("reason").asText("-")));
+        StringBuilder line = new StringBuilder(String.format("result job=%s file=%s status=%s reason=%s",
+                result.path("job_id").asText(), photo.getFileName(), status, result.path("reason").asText("-")));
         line.append(" stage=").append(result.path("stage").asText()).append(" timeline=").append(String.join(", ", stages));
         if (status.equals("succeeded")) {
             line.append("\n    output ").append(result.path("output").path("image_key").asText());
@@ -216,28 +216,28 @@ public final class Backend {
     }
 
     static KafkaProducer<String, CloudEvent> producer() throws UsageException {
-        Properties props = kafka();
-        props.put(ProducerConfig.ACKS_CONFIG, "all");
-        props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
-        props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class);
-        props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, CloudEventSerializer.class);
-        props.put(CloudEventSerializer.ENCODING_CONFIG, Encoding.BINARY);
-        return new KafkaProducer<>(props);
+        return new KafkaProducer<>(kafka(Map.of(
+                ProducerConfig.ACKS_CONFIG, "all",
+                ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true",
+                ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class,
+                ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, CloudEventSerializer.class,
+                CloudEventSerializer.ENCODING_CONFIG, Encoding.BINARY)));
     }
 
     static KafkaConsumer<String, CloudEvent> resultConsumer() throws UsageException {
-        Properties props = kafka();
-        props.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
-        props.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
-        props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class);
-        props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, CloudEventDeserializer.class);
-        return new KafkaConsumer<>(props);
+        return new KafkaConsumer<>(kafka(Map.of(
+                ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed",
+                ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false",
+                ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class,
+                ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, CloudEventDeserializer.class)));
     }
 
-    static Properties kafka() throws UsageException {
+    /** Client settings: the bootstrap servers from DESKGEN_KAFKA_BOOTSTRAP_SERVERS plus {@code settings}. */
+    static Properties kafka(Map<String, Object> settings) throws UsageException {
         Properties props = new Properties();
         props.put("bootstrap.servers", required("DESKGEN_KAFKA_BOOTSTRAP_SERVERS"));
         props.put("client.id", "deskgen-backend-java");
+        props.putAll(settings);
         return props;
     }
 
