@@ -139,7 +139,7 @@ def _message(kind: str, examples: list[dict]) -> dict[str, Any]:
         "summary": summary,
         "description": f"Produced by: {sender}. Kafka key = job id (UTF-8).",
         "contentType": "application/json",
-        "correlationId": {"location": "$message.header#/ce_subject", "description": "The job id."},
+        "correlationId": {"location": "$message.payload#/job_id", "description": "The job id (also the Kafka key)."},
         "headers": {"type": "object", "allOf": [{"$ref": "#/components/schemas/cloudEventsHeaders"},
                                                 {"properties": {"ce_type": {"const": events.CE_TYPES[kind]}}}]},
         "payload": {"$ref": f"#/components/schemas/{kind}Event"},

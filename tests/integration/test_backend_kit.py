@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -152,3 +153,14 @@ def _named(kind: str, records: list[dict]):
             yield "minimal", "A real minimal upload event, as the Java example publishes it.", record
         else:
             yield "real", f"A real {kind} event.", record
+
+
+def test_publishing_the_same_job_twice_runs_it_twice(kit):
+    """What the README tells backends: no dedup by job id, so one publish per job; both results carry its id."""
+    pipeline, photos = kit
+    job_id = f"twice-{uuid.uuid4().hex[:8]}"
+    key = pipeline.upload(photos["coffee.jpg"].read_bytes(), job_id)
+    for _ in range(2):
+        pipeline.publish("uploaded", {"job_id": job_id, "image_key": key, "uploaded_at": events.now(), "request": {}})
+    results = pipeline.results([job_id], settle=5.0)[job_id]
+    assert [(r["status"], r["reason"]) for r in results] == [("rejected", "not_desk")] * 2
