@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from deskgen.common.backend import Backend
-from deskgen.common.settings import load_backend_settings
+from deskgen.common.backend import Backend, BackendSettings
+from deskgen.common.errors import DeskgenError
 
 
 def main() -> int:
@@ -22,11 +22,16 @@ def main() -> int:
     args = parser.parse_args()
     request = {"concept": args.concept} if args.concept else {}
 
-    with Backend(load_backend_settings()) as backend:
-        jobs = {backend.submit(photo.read_bytes(), request=request): photo for photo in args.photos}
-        for job_id, photo in jobs.items():
-            print(f"submitted job={job_id} file={photo.name}")
-        results = backend.results(list(jobs), timeout_s=args.timeout)
+    try:
+        with Backend(BackendSettings.load()) as backend:
+            jobs = {backend.submit(photo.read_bytes(), request=request, filename=photo.name): photo
+                    for photo in args.photos}
+            for job_id, photo in jobs.items():
+                print(f"submitted job={job_id} file={photo.name}")
+            results = backend.results(list(jobs), timeout_s=args.timeout)
+    except (DeskgenError, OSError) as exc:  # a setting to fix, an unreadable photo, S3 or Kafka unreachable
+        print(f"backend-python: {exc}", file=sys.stderr)
+        return 2
 
     for job_id, photo in jobs.items():
         if job_id in results:
