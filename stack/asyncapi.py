@@ -4,7 +4,7 @@ Nothing in the document is kept by hand: payloads are the JSON Schemas in ``comm
 ``defs.json`` references rewritten to ``#/components/schemas``), headers and types come from
 ``deskgen.common.events``, partitions and replicas from the chart's defaults, reason codes from the
 code that raises them (``reason_codes``), and examples are real events captured from the pipeline
-(``docs/asyncapi-examples.json``, written by ``tests/integration/test_backend_kit.py`` with
+(``docs/asyncapi-examples.json``, written by ``tests/e2e/test_backend_kit.py`` with
 ``DESKGEN_CAPTURE_EXAMPLES=1``).
 
     python stack/asyncapi.py          # rewrite docs/asyncapi.yaml
