@@ -104,7 +104,7 @@ class Backend:
         job_id = job_id or uuid.uuid4().hex
         key = upload_key(job_id, ext or "unknown")
         record = events.encode("uploaded", {"job_id": job_id, "image_key": key, "uploaded_at": events.now(),
-                                            "request": request or {}, "timeline": {}}, source=self.source)
+                                            "request": request or {}}, source=self.source)
         self.store.put(key, data, content_type or _CONTENT_TYPES[key.rsplit(".", 1)[1]])
         self.publish(record, wait=wait)
         return job_id

@@ -159,8 +159,7 @@ def test_publishing_the_same_job_twice_runs_it_twice(kit):
     """What the README tells backends: no dedup by job id, so one publish per job; both results carry its id."""
     pipeline, photos = kit
     job_id = f"twice-{uuid.uuid4().hex[:8]}"
-    key = pipeline.upload(photos["coffee.jpg"].read_bytes(), job_id)
     for _ in range(2):
-        pipeline.publish("uploaded", {"job_id": job_id, "image_key": key, "uploaded_at": events.now(), "request": {}})
+        pipeline.backend.submit(photos["coffee.jpg"].read_bytes(), job_id=job_id, filename="coffee.jpg")
     results = pipeline.results([job_id], settle=5.0)[job_id]
     assert [(r["status"], r["reason"]) for r in results] == [("rejected", "not_desk")] * 2
