@@ -80,3 +80,5 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) tests/bench/bench_classifier.py
 	$(PY) tests/bench/bench_captioner.py
 	$(PY) tests/bench/bench_generator.py
+	.venv/bin/pip install --quiet -e '.[bench]'
+	$(PY) tests/bench/bench_catalogue.py

@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("what", choices=("presets",))
     evaluate.set_defaults(func=_delegate("deskgen.services.generator.evaluate"), passthrough=True)
 
+    products = commands.add_parser("products", help="the product catalogue (see `deskgen products --help`)")
+    products.set_defaults(func=_delegate("deskgen.services.captioner.catalogue"), passthrough=True)
+
     config = commands.add_parser("config", help="list every DESKGEN_* setting (markdown)")
     config.set_defaults(func=_config)
     return parser

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .errors import FatalError
-from .events import KINDS
+from .events import CATALOGUE_KIND, KINDS
 from .settings import KafkaSettings, RuntimeSettings
 
 __all__ = ["make_consumer", "make_producer_config", "make_producer", "make_reader", "make_admin", "create_topics", "group_id"]
@@ -89,6 +89,9 @@ def create_topics(kafka: KafkaSettings, runtime: RuntimeSettings, *, partitions:
     admin = make_admin(kafka)
     topics = [NewTopic(runtime.topic(kind), num_partitions=partitions, replication_factor=replication)
               for kind in KINDS]
+    # The product catalogue: compacted, so the latest record per product id (or its tombstone) stays.
+    topics.append(NewTopic(runtime.topic(CATALOGUE_KIND), num_partitions=partitions, replication_factor=replication,
+                           config={"cleanup.policy": "compact"}))
     rows = []
     for topic, future in admin.create_topics(topics, request_timeout=timeout).items():
         try:

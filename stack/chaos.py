@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import os
 import platform
@@ -48,6 +49,8 @@ import localstack  # noqa: E402
 from devenv import dev_model_env  # noqa: E402
 from samples import draw_desk  # noqa: E402
 from pipeline import Pipeline, Service  # noqa: E402
+
+from deskgen.common.catalogue import product_record, tombstone_record  # noqa: E402
 
 __all__ = ["Options", "Report", "run", "main"]
 
@@ -127,7 +130,8 @@ class Job:
         status, reason = result.get("status"), result.get("reason") or ""
         if self.kind == "desk":
             key = (result.get("output") or {}).get("image_key")
-            ok = status == "succeeded" and key == f"generated/{self.id}/{self.preset}.png"
+            ok = status == "succeeded" and key == f"generated/{self.id}/{self.preset}.png" \
+                and isinstance(result["output"].get("products"), list)  # the captioner's recommender ran
         elif self.kind == "not_desk":
             ok = status == "rejected" and reason == "not_desk"
         else:
@@ -322,6 +326,51 @@ class Faults(threading.Thread):
     def abort(self) -> None:
         self._abort.set()
         self.join()
+
+
+class CatalogueChurn(threading.Thread):
+    """Loads the sample catalogue, then keeps publishing updates to it for the whole run: price
+    changes, availability flips, deletes (tombstones) and re-adds, through one producer that rides
+    out the broker restart. The captioners replay and follow it while they are killed."""
+
+    def __init__(self, pipeline: Pipeline, interval_s: float = 0.5, seed: int = 0):
+        super().__init__(name="chaos-catalogue", daemon=True)
+        from confluent_kafka import Producer
+
+        self.topic, self.interval_s, self.rng = pipeline.topic("products"), interval_s, random.Random(seed)
+        self.products = [json.loads(line) for line in (ROOT / "stack" / "sample-catalogue.jsonl").read_text().splitlines()]
+        self._producer = Producer({"bootstrap.servers": pipeline.bootstrap, "enable.idempotence": True,
+                                   "message.timeout.ms": 600000, "log_level": 2})
+        self._halt = threading.Event()
+        self.published = 0
+        self.failures: list[str] = []
+        for product in self.products:
+            self._send(product_record(product))
+
+    def _send(self, record) -> None:
+        self._producer.produce(self.topic, key=record.key, value=record.value, headers=record.headers,
+                               on_delivery=lambda err, msg: err and self.failures.append(str(err)))
+        self._producer.poll(0)
+        self.published += 1
+
+    def run(self) -> None:
+        deleted: set[str] = set()
+        while not self._halt.wait(self.interval_s):
+            product = self.rng.choice(self.products)
+            if product["id"] not in deleted and self.rng.random() < 0.15:
+                deleted.add(product["id"])
+                self._send(tombstone_record(product["id"]))
+                continue
+            deleted.discard(product["id"])
+            price = {**product["price"], "amount": round(product["price"]["amount"] * self.rng.uniform(0.8, 1.2), 2)}
+            self._send(product_record({**product, "price": price, "available": self.rng.random() > 0.2}))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        left = self._producer.flush(120)
+        if left or self.failures:
+            raise RuntimeError(f"{left} catalogue update(s) undelivered; failures: {self.failures[:3]}")
 
 
 class ResultWatcher(threading.Thread):
@@ -601,6 +650,7 @@ def run(pipeline: Pipeline, options: Options, model_env: dict[str, str], say=_sa
     baseline_jobs = make_jobs("baseline", options.jobs, photos, rng)
     chaos_jobs = make_jobs("chaos", options.jobs, photos, rng)
     pipeline.create_topics(partitions=PARTITIONS)
+    churn = CatalogueChurn(pipeline, seed=options.seed)
     fleet = Fleet(pipeline, service_env(model_env, options))
     watcher = ResultWatcher(pipeline)
     supervisor = Supervisor(fleet, rng, say)
@@ -609,6 +659,7 @@ def run(pipeline: Pipeline, options: Options, model_env: dict[str, str], say=_sa
     fleet.start()
     watcher.start()
     supervisor.start()
+    churn.start()
     try:
         fleet.wait_up(timeout=300)
         baseline = state.phase("baseline", baseline_jobs, options.jobs / options.baseline_rate, chaos=False)
@@ -622,6 +673,9 @@ def run(pipeline: Pipeline, options: Options, model_env: dict[str, str], say=_sa
         supervisor.stop()
         watcher.stop()
         fleet.stop()
+        churn.stop()
+    say(f"catalogue: {churn.published} records published ({len(churn.products)} products, then updates "
+        "every 0.5 s through both phases)")
     for error in (supervisor.error, state.faults.error if state.faults else None):
         if error is not None:
             raise RuntimeError(f"chaos machinery failed: {error!r}") from error

@@ -57,6 +57,8 @@ def main() -> int:
     env.update(dev_model_env())
     _say("creating topics")
     subprocess.run([*DESKGEN, "topics", "create", "--partitions", "3"], env=env, check=True)
+    _say("loading the sample product catalogue (stack/sample-catalogue.jsonl)")
+    subprocess.run([*DESKGEN, "products", "load", str(ROOT / "stack" / "sample-catalogue.jsonl")], env=env, check=True)
 
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     services, logs = {}, {}
@@ -117,6 +119,24 @@ def _print_results(jobs: list[str], samples, by_job: dict[str, dict], store) -> 
             target = out / f"{path.stem}.png"
             target.write_bytes(store.get(result["output"]["image_key"]))
             print(f"    generator ({result['output'].get('weights')} weights): saved {target}")
+            _print_products(result)
+
+
+def _print_products(result: dict) -> None:
+    products = result["output"].get("products")
+    if products is None:
+        return
+    if not products:
+        print(f"    products: none ({result['captioning'].get('products_note')})")
+    for product in products:
+        location = product.get("location") or {}
+        centre = location.get("centre")
+        where = (f"centre ({centre['x']:.2f}, {centre['y']:.2f}) box {[round(v, 2) for v in location['box']]}"
+                 if centre else "not found in the image")
+        price = product["price"]
+        print(f"    product: {product['category']:<11} {product['brand']} {product['name']} "
+              f"({price['amount']:.2f} {price['currency']}, {product['shop']}) score {product['score']:.2f} "
+              f"for {', '.join(product['words'][:3])}; {where} [{location.get('detector', '-')}]")
 
 
 if __name__ == "__main__":

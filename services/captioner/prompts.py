@@ -144,12 +144,14 @@ def select_concept(request: dict[str, Any], uploaded_at: str,
 
 
 def build_prompt(keywords: list[Keyword], request: dict[str, Any], uploaded_at: str,
-                 book: ConceptBook | None = None) -> PromptPlan:
-    """The generation plan for one job; raises as ``select_concept`` does."""
+                 book: ConceptBook | None = None, featuring: str = "") -> PromptPlan:
+    """The generation plan for one job; ``featuring`` (the chosen products in plain words) follows
+    the object phrase. Raises as ``select_concept`` does."""
     book = book or concept_book()
     concept, theme = select_concept(request, uploaded_at, book)
+    objects = objects_phrase(keywords, book.max_objects, book.objects_fallback)
     prompt = concept.template.format(
-        objects=objects_phrase(keywords, book.max_objects, book.objects_fallback),
+        objects=f"{objects}, featuring {featuring}" if featuring else objects,
         theme=book.weekday_themes[theme] if theme else "",
     )
     return PromptPlan(prompt=prompt, negative_prompt=book.negative_prompt(concept),

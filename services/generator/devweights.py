@@ -32,7 +32,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from deskgen.services.generator.presets import evaluation_prompts, load_presets
 
-__all__ = ["build_dev", "DEV_MARKER", "LORA_FILE"]
+__all__ = ["build_dev", "build_dev_locator", "DEV_MARKER", "LORA_FILE"]
 
 DEV_MARKER = "deskgen-dev-weights.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -151,6 +151,29 @@ def build_dev(out: pathlib.Path, size: str = "tiny", *, seed: int = 0, **options
     return out
 
 
+def build_dev_locator(out: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+    """A tiny OWLv2 detector with random weights (``Owlv2ForObjectDetection`` + its processor,
+    ``save_pretrained`` layout, 64² input) for the generator's ``owlv2`` locator; return ``out``."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = _build_tokenizer(specials_last=True)
+    tokenizer.model_max_length = 16
+    layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = Owlv2Config(
+        text_config=dict(**layers, vocab_size=len(tokenizer), max_position_embeddings=16,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(**layers, image_size=64, patch_size=16), projection_dim=32)
+    Owlv2ForObjectDetection(config).save_pretrained(out)
+    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
+                   tokenizer=tokenizer).save_pretrained(out)
+    (out / DEV_MARKER).write_text(json.dumps({"weights": "dev-random", "size": "tiny", "seed": seed}, indent=2) + "\n")
+    return out
+
+
 def _save_random_lora(pipe: StableDiffusionXLPipeline, name: str, rank: int, folder: pathlib.Path) -> None:
     """Attach a random rank-``rank`` adapter to the UNet and both text encoders and save it.
 
@@ -171,11 +194,12 @@ def _save_random_lora(pipe: StableDiffusionXLPipeline, name: str, rank: int, fol
     StableDiffusionXLPipeline.save_lora_weights(folder, weight_name=LORA_FILE, **layers)
 
 
-def _build_tokenizer() -> CLIPTokenizer:
+def _build_tokenizer(specials_last: bool = False) -> CLIPTokenizer:
     """A CLIP tokenizer (byte-level BPE, ``</w>`` word ends) with merges learnt from the seed prompts.
 
     The vocabulary holds both special tokens, every byte symbol with and without ``</w>`` (so any
-    text tokenizes, never to unknown), and up to ``_MERGES`` merges of frequent pairs.
+    text tokenizes, never to unknown), and up to ``_MERGES`` merges of frequent pairs. The special
+    tokens come first, or last with ``specials_last`` (OWLv2 ignores a query whose first id is 0).
     """
     backend = CLIPTokenizer().backend_tokenizer  # CLIP's own normaliser and pre-tokeniser
     prompts, negative_prompt = evaluation_prompts()
@@ -184,7 +208,7 @@ def _build_tokenizer() -> CLIPTokenizer:
         for piece, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)):
             words[(*piece[:-1], piece[-1] + "</w>")] += 1
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = [_BOS, _EOS, *alphabet, *(symbol + "</w>" for symbol in alphabet)]
+    vocab = [*alphabet, *(symbol + "</w>" for symbol in alphabet)]
     merges: list[tuple[str, str]] = []
     while len(merges) < _MERGES:
         pairs: Counter[tuple[str, str]] = Counter()
@@ -199,6 +223,7 @@ def _build_tokenizer() -> CLIPTokenizer:
         merges.append(best)
         vocab.append(best[0] + best[1])
         words = Counter({_merge(word, best): count for word, count in words.items()})
+    vocab = [*vocab, _BOS, _EOS] if specials_last else [_BOS, _EOS, *vocab]
     return CLIPTokenizer(vocab={token: index for index, token in enumerate(vocab)}, merges=merges,
                          pad_token=_EOS, model_max_length=77)
 

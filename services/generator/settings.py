@@ -71,6 +71,13 @@ class GeneratorSettings(StageSettings):
                          "when compile is on), so the first job pays no warm-up.")
     png_compress_level: int = Field(4, ge=0, le=9, description="PNG zlib level of the stored image "
                                     "(0 fastest, 9 smallest).")
+    locator: Literal["auto", "owlv2", "cam", "off"] = Field(
+        "auto", description="How the recommended products are located in the stored image: owlv2 (open-vocabulary "
+        "detection), cam (class-activation maps of the packaged EfficientNet-Lite0 ImageNet model, works offline), "
+        "auto (OWLv2 when its weights resolve, else cam), off.")
+    locator_model: str = Field("", description="Weights of the locator (empty: hf://google/owlv2-base-patch16-ensemble "
+                               "for owlv2, the packaged EfficientNet-Lite0 for cam); dev weights: "
+                               "<dev-models>/locator-owlv2-tiny.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "GeneratorSettings":

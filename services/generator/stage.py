@@ -14,10 +14,14 @@ import math
 import time
 from typing import Any
 
+from PIL import Image
+
 from deskgen.common.errors import FatalError, InvalidInputError
 from deskgen.common.events import Event
 from deskgen.common.keys import generated_key
+from deskgen.common.models import ModelSources
 from deskgen.common.stage import Blob, Blobs, Emit, Stage
+from deskgen.services.generator.locate import Detector, build_detector, locate
 from deskgen.services.generator.model import GenerationOptions, GeneratorModel, build_model
 from deskgen.services.generator.presets import Preset, PresetTable
 from deskgen.services.generator.settings import GeneratorSettings
@@ -29,7 +33,8 @@ _MAX_SEED = 2**32 - 1
 
 def build_stage(settings: GeneratorSettings) -> GeneratorStage:
     """The generator the settings describe (models load in ``load``)."""
-    return GeneratorStage(build_model(settings), settings)
+    return GeneratorStage(build_model(settings), settings,
+                          build_detector(settings.locator, settings.locator_model or None, ModelSources.load()))
 
 
 class GeneratorStage(Stage):
@@ -38,14 +43,17 @@ class GeneratorStage(Stage):
     produces = "generated"
     section = "output"
 
-    def __init__(self, model: GeneratorModel, settings: GeneratorSettings):
+    def __init__(self, model: GeneratorModel, settings: GeneratorSettings, detector: Detector | None = None):
         self.model = model
         self.settings = settings
+        self.detector = detector
         if model.presets.get(settings.default_preset) is None:
             raise FatalError(f"default preset {settings.default_preset!r} is not in the preset table")
 
     def load(self) -> None:
         self.model.load()
+        if self.detector is not None:
+            self.detector.load()
         if self.model.options.warmup:
             presets = self.model.presets.names() if self.model.options.compile else [self.settings.default_preset]
             self.model.warm_up(resolve_options({}, self.settings, "warmup"), presets)
@@ -80,6 +88,14 @@ class GeneratorStage(Stage):
                         "preset_switch_ms": round(generated.preset_switch_ms, 3)},
             "peak_gpu_mem_bytes": generated.peak_gpu_mem_bytes,
         }
+        products = captioning.get("products")
+        if products is not None:
+            section["products"] = products
+            if products and self.detector is not None:
+                started = time.perf_counter()
+                # Located on the stored image itself (the PNG decoded back), so coordinates fit what is served.
+                section["products"] = locate(self.detector, Image.open(io.BytesIO(png)).convert("RGB"), products)
+                section["timings"]["locate_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return Emit(section=section, blobs=(Blob(key=key, data=png, content_type="image/png"),))
 
 
