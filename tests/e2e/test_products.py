@@ -4,34 +4,13 @@ EfficientNet-Lite0 weights) on the real stack: an empty catalogue first, then li
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 
 import pytest
 
 from deskgen.common import events
-from pipeline import PYTHON, ROOT
+from support.catalogue import SAMPLE, poll, products_cli, write_products
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.realweights]
-
-SAMPLE = ROOT / "stack" / "sample-catalogue.jsonl"
-
-
-def products_cli(pipeline, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "deskgen.common.cli", "products", *args], env=pipeline.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
-def write_products(path, products) -> str:
-    path.write_text("".join(json.dumps(p) + "\n" for p in products))
-    return str(path)
-
-
-def poll(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not met within {timeout:.0f} s"
-        time.sleep(0.2)
 
 
 def test_products_flow_through_the_real_captioner_and_generator(pipeline, dev_models, tmp_path):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
 
 import pytest
 
@@ -17,11 +15,10 @@ from deskgen.services.captioner.catalogue import Catalogue
 from deskgen.services.captioner.embedder import SentenceEmbedder
 from deskgen.services.captioner.keywords import extract_keywords
 from deskgen.services.captioner.recommend import Recommender
-from pipeline import PYTHON, ROOT
+from support.catalogue import SAMPLE, poll, products_cli, write_products
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SAMPLE = ROOT / "stack" / "sample-catalogue.jsonl"
 CAPTIONS = [("This is a photo of", "this is a photo of a desk with a mechanical keyboard and a monitor")]
 
 
@@ -32,29 +29,12 @@ def embedder():
     return model
 
 
-def products_cli(pipeline, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "deskgen.common.cli", "products", *args], env=pipeline.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
-def write_products(path, products) -> str:
-    path.write_text("".join(json.dumps(p) + "\n" for p in products))
-    return str(path)
-
-
 def replica(embedder, cache_dir, name: str) -> tuple[Catalogue, CatalogueFeed]:
     catalogue = Catalogue(embedder, cache_dir=cache_dir, stage=name)
     catalogue.load()
     feed = CatalogueFeed(load(KafkaSettings), load(RuntimeSettings), catalogue.apply, stage=name)
     feed.start()
     return catalogue, feed
-
-
-def poll(condition, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not met within {timeout:.0f} s"
-        time.sleep(0.2)
 
 
 def test_replicas_replay_the_catalogue_follow_it_live_and_agree(pipeline, embedder, tmp_path):
