@@ -39,16 +39,27 @@ MESSAGES = {
                   "any stage (the one that ended the job)"),
     "dlq": ("dlqRecord", "An input that could not be processed, kept for inspection and replay.",
             "any stage (with a rejected/failed result on generated)"),
+    "product": ("productUpserted", "A product of the shop's catalogue was added or changed.",
+                "backend (the shop's catalogue)"),
 }
+# The catalogue is not a pipeline hop: its topic is compacted, keyed by product id, and a null value deletes.
+_CATALOGUE_MODULE = ROOT / "common" / "catalogue.py"
 
 # Calls that carry a reason code as first argument (or reason=), and the status they end a job with.
 _REASON_CALLS = {"InvalidInputError": "rejected", "Reject": "rejected", "_reject": "rejected"}
 
 
-def reason_codes(roots: tuple[Path, ...] = (ROOT / "common", ROOT / "services")) -> dict[str, list[str]]:
-    """Every reason code the code can put in a result, read from its source: code -> statuses."""
+def reason_codes(paths: list[Path] | None = None) -> dict[str, list[str]]:
+    """Every reason code the code can put in a job's result, read from its source: code -> statuses.
+
+    By default every module of common/ and services/ but the catalogue's, whose codes go on the DLQ
+    records of refused catalogue records and never into a job's result.
+    """
+    if paths is None:
+        paths = [p for root in (ROOT / "common", ROOT / "services") for p in sorted(root.rglob("*.py"))
+                 if p != _CATALOGUE_MODULE]
     found: dict[str, set[str]] = {}
-    for path in sorted(p for root in roots for p in root.rglob("*.py")):
+    for path in paths:
         tree = ast.parse(path.read_text(), str(path))
         returns = {f.name: [n.value for n in ast.walk(f) if isinstance(n, ast.Return) and n.value is not None]
                    for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
@@ -97,7 +108,9 @@ def _component_schemas() -> dict[str, Any]:
 
     schemas = {"cloudEventsHeaders": _headers_schema(), **rewrite(json.loads((SCHEMAS / "defs.json").read_text())["$defs"])}
     for kind in MESSAGES:
-        schemas[f"{kind}Event"] = rewrite(json.loads((SCHEMAS / f"{kind}.json").read_text()))
+        schema = rewrite(json.loads((SCHEMAS / f"{kind}.json").read_text()))
+        schemas.update(schema.pop("$defs", {}))  # a schema's own definitions (product.json's category)
+        schemas[f"{kind}Event"] = schema
     return schemas
 
 
@@ -129,10 +142,36 @@ def _headers_schema() -> dict[str, Any]:
     }
 
 
+def _product_headers() -> dict[str, Any]:
+    """The same CloudEvents headers, but ``ce_subject`` is the product id, not a job id."""
+    from deskgen.common import events
+
+    headers = _headers_schema()
+    headers["properties"]["ce_type"] = {"type": "string", "const": events.CE_TYPES["product"]}
+    headers["properties"]["ce_subject"] = {"type": "string", "description": "The product id (= the Kafka key)."}
+    return headers
+
+
 def _message(kind: str, examples: list[dict]) -> dict[str, Any]:
     from deskgen.common import events
 
     name, summary, sender = MESSAGES[kind]
+    if kind == "product":
+        codes = ", ".join(reason_codes([_CATALOGUE_MODULE]))
+        return {
+            "name": name,
+            "title": events.CE_TYPES[kind],
+            "summary": summary,
+            "description": (f"Produced by: {sender}. Kafka key = product id (UTF-8), equal to the payload's id; "
+                            "a record with a null value (tombstone) deletes the product. Every captioner replica "
+                            "reads the whole topic. A record that fails its schema changes nothing and goes to "
+                            f"the DLQ with one of these reasons: {codes}, event_invalid."),
+            "contentType": "application/json",
+            "headers": _product_headers(),
+            "payload": {"$ref": f"#/components/schemas/{kind}Event"},
+            "bindings": {"kafka": {"key": {"type": "string", "description": "The product id."},
+                                   "bindingVersion": BINDING_VERSION}},
+        }
     message: dict[str, Any] = {
         "name": name,
         "title": events.CE_TYPES[kind],
@@ -156,16 +195,23 @@ def _message(kind: str, examples: list[dict]) -> dict[str, Any]:
     return message
 
 
+def _channel(kind: str) -> str:
+    from deskgen.common import events
+
+    return events.CATALOGUE_KIND if kind == "product" else kind
+
+
 def _channels(topics: dict[str, Any]) -> dict[str, Any]:
     channels = {}
     for kind, (name, _, _) in MESSAGES.items():
-        channels[kind] = {
-            "address": f"{topics['prefix']}{kind}",
-            "title": f"{topics['prefix']}{kind}",
+        topic = f"{topics['prefix']}{_channel(kind)}"
+        channels[_channel(kind)] = {
+            "address": topic,
+            "title": topic,
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
             "bindings": {"kafka": {
-                "topic": f"{topics['prefix']}{kind}", "partitions": topics["partitions"],
-                "replicas": topics["replicationFactor"], "topicConfiguration": {"cleanup.policy": ["delete"]},
+                "topic": topic, "partitions": topics["partitions"], "replicas": topics["replicationFactor"],
+                "topicConfiguration": {"cleanup.policy": ["compact" if kind == "product" else "delete"]},
                 "bindingVersion": BINDING_VERSION}},
         }
     return channels
@@ -173,9 +219,9 @@ def _channels(topics: dict[str, Any]) -> dict[str, Any]:
 
 def _operations() -> dict[str, Any]:
     def operation(action: str, kind: str, summary: str, description: str, **kafka: Any) -> dict[str, Any]:
-        name = MESSAGES[kind][0]
-        result = {"action": action, "channel": {"$ref": f"#/channels/{kind}"}, "summary": summary,
-                  "description": description, "messages": [{"$ref": f"#/channels/{kind}/messages/{name}"}]}
+        name, channel = MESSAGES[kind][0], _channel(kind)
+        result = {"action": action, "channel": {"$ref": f"#/channels/{channel}"}, "summary": summary,
+                  "description": description, "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"}]}
         if kafka:
             result["bindings"] = {"kafka": {**kafka, "bindingVersion": BINDING_VERSION}}
         return result
@@ -197,13 +243,15 @@ def _operations() -> dict[str, Any]:
         "inspectDlq": operation("receive", "dlq", "Optional: inspect refused inputs.",
                                 "Operators read it to find and replay refused records; each also has a result "
                                 "on generated.", groupId=group),
+        "publishProduct": operation(
+            "send", "product", "Add, change or (with a null value) delete a catalogue product.",
+            "Key = product id. Recommendations follow within seconds; the topic is compacted, so the latest "
+            "record per product is the catalogue."),
     }
 
 
 def build() -> str:
     """The AsyncAPI document as YAML text."""
-    from deskgen.common import events
-
     topics = yaml.safe_load((ROOT / "helm" / "deskgen" / "values.yaml").read_text())["topics"]
     examples = json.loads(EXAMPLES.read_text()) if EXAMPLES.exists() else {}
     document = {
@@ -223,7 +271,7 @@ def build() -> str:
         "channels": _channels(topics),
         "operations": _operations(),
         "components": {
-            "messages": {MESSAGES[kind][0]: _message(kind, examples.get(kind, [])) for kind in events.KINDS},
+            "messages": {name: _message(kind, examples.get(kind, [])) for kind, (name, _, _) in MESSAGES.items()},
             "schemas": _component_schemas(),
         },
     }

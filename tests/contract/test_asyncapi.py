@@ -36,7 +36,7 @@ def test_the_document_is_exactly_what_the_schemas_and_the_code_give():
 def test_the_official_asyncapi_parser_accepts_the_document(validate):
     result = validate(asyncapi.DOCUMENT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "valid AsyncAPI 3.0.0, 5 channels, 5 operations, 5 messages" in result.stdout
+    assert "valid AsyncAPI 3.0.0, 6 channels, 6 operations, 6 messages" in result.stdout
 
 
 def test_the_parser_refuses_a_document_with_a_broken_kafka_binding(validate, tmp_path):
