@@ -82,3 +82,4 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) tests/bench/bench_generator.py
 	.venv/bin/pip install --quiet -e '.[bench]'
 	$(PY) tests/bench/bench_catalogue.py
+	$(PY) tests/bench/soak_generator.py

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind in (("steps", int), ("guidance", float), ("width", int), ("height", int), ("seed", int)):
         submit.add_argument(f"--{name}", type=kind)
     submit.add_argument("--scheduler")
+    submit.add_argument("--mode", choices=("restyle", "keep_devices"))
+    submit.add_argument("--fast", action="store_true", default=None, help="few-step LoRA, CFG off")
+    submit.add_argument("--strength", type=float, help="inpainting strength (keep_devices)")
     submit.set_defaults(func=_submit)
 
     watch = commands.add_parser("watch", help="print terminal results from the `generated` topic")
@@ -112,7 +115,8 @@ def _submit(args: argparse.Namespace, rest: list[str]) -> int:
     from .backend import Backend, BackendSettings
 
     request = {name: getattr(args, name) for name in ("concept", "preset", "steps", "guidance", "width", "height",
-                                                      "seed", "scheduler") if getattr(args, name) is not None}
+                                                      "seed", "scheduler", "mode", "fast", "strength")
+               if getattr(args, name) is not None}
     with Backend(BackendSettings.load(), source="/deskgen/cli") as backend:
         backend.ensure_bucket()
         for path in args.paths:
@@ -146,6 +150,9 @@ def format_result(result: dict) -> str:
     if status == "succeeded":
         output = result["output"]
         parts.append(f"image={output['image_key']} preset={output['preset']} {output['width']}x{output['height']}")
+        if output.get("mode"):
+            parts.append(f"mode={output['mode']}" + (" fast" if output.get("fast") else "")
+                         + (f" (fallback: {output['fallback']})" if output.get("fallback") else ""))
     else:
         parts.append(f"reason={result.get('reason')} ({result.get('detail', '')[:120]})")
     timeline = sorted(result.get("timeline", {}).items(), key=lambda item: item[1].get("received", ""))

@@ -7,7 +7,8 @@ import re
 from .errors import InvalidInputError
 from .events import JOB_ID
 
-__all__ = ["UPLOADS", "GENERATED", "upload_key", "generated_key", "check_job_id", "check_object_key"]
+__all__ = ["UPLOADS", "GENERATED", "upload_key", "generated_key", "generated_mask_key", "check_job_id",
+           "check_object_key"]
 
 UPLOADS = "uploads"
 GENERATED = "generated"
@@ -46,4 +47,11 @@ def generated_key(job_id: str, preset: str) -> str:
     """``generated/<job>/<preset>.png`` for the generator's image."""
     if not isinstance(preset, str) or not _NAME.fullmatch(preset):
         raise InvalidInputError("unknown_preset", f"preset {preset!r:.40} is not a valid preset name")
+    if preset == "mask":
+        raise InvalidInputError("unknown_preset", "'mask' names the keep mask, not a preset")
     return f"{GENERATED}/{check_job_id(job_id)}/{preset}.png"
+
+
+def generated_mask_key(job_id: str) -> str:
+    """``generated/<job>/mask.png``: the keep mask of a keep_devices image (white = the user's own pixels)."""
+    return f"{GENERATED}/{check_job_id(job_id)}/mask.png"

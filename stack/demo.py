@@ -81,6 +81,11 @@ def main() -> int:
             backend.ensure_bucket()
             submitted = [backend.submit(path.read_bytes(), filename=path.name, request={"concept": "BASIC"})
                          for path, _ in samples]
+            desk = samples[0][0]
+            _say(f"submitting {desk.name} again with mode keep_devices and fast (inpaint around its own devices)")
+            submitted.append(backend.submit(desk.read_bytes(), filename=desk.name,
+                                            request={"concept": "BASIC", "mode": "keep_devices", "fast": True}))
+            samples.append((desk, "keep_devices"))
             _say("results (the backend client, common/backend.py):")
             results = backend.results(submitted, timeout_s=300)
             missing = [job for job in submitted if job not in results]
@@ -102,8 +107,9 @@ def _print_results(jobs: list[str], samples, by_job: dict[str, dict], store) -> 
 
     out = DEMO_DIR / "generated"
     out.mkdir(exist_ok=True)
-    for job, (path, _) in zip(jobs, samples):
+    for job, (path, expectation) in zip(jobs, samples):
         result = by_job[job]
+        keep = expectation == "keep_devices"
         print(f"\n  {path.name}\n    {format_result(result)}")
         classification = result.get("classification")
         if classification:
@@ -116,9 +122,14 @@ def _print_results(jobs: list[str], samples, by_job: dict[str, dict], store) -> 
                   f"{captioning['captions'][0]['text'][:70]!r}")
             print(f"    prompt: {captioning['prompt'][:110]!r}")
         if result["status"] == "succeeded":
-            target = out / f"{path.stem}.png"
-            target.write_bytes(store.get(result["output"]["image_key"]))
-            print(f"    generator ({result['output'].get('weights')} weights): saved {target}")
+            target = out / f"{path.stem}{'-keep' if keep else ''}.png"
+            output = result["output"]
+            target.write_bytes(store.get(output["image_key"]))
+            print(f"    generator ({output.get('weights')} weights): saved {target}")
+            if output.get("mask_key"):
+                (out / f"{path.stem}-mask.png").write_bytes(store.get(output["mask_key"]))
+                kept = ", ".join(f"{d['label']} {[round(v, 2) for v in d['box']]}" for d in output["kept_devices"])
+                print(f"    kept the user's own pixels of: {kept} ({output['detector']}; mask {output['mask_key']})")
             _print_products(result)
 
 
