@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration test-e2e env bench chart-check chaos lint
+.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration test-e2e env bench chart-check chaos lint asyncapi
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -60,7 +60,11 @@ test-e2e: setup ## end-to-end tests: the real services as processes (and a real 
 	$(PY) -m pytest tests/e2e
 
 lint: setup ## pyflakes over the Python code
-	$(PY) -m pyflakes common services stack tests
+	$(PY) -m pyflakes common services stack tests examples/backend-python
+
+asyncapi: setup ## regenerate docs/asyncapi.yaml from the schemas and the code, then check it (AsyncAPI parser from npm, installed on first use)
+	$(PY) stack/asyncapi.py
+	$(PY) -m pytest -q tests/contract
 
 chart-check: setup ## lint, render and validate the Helm chart; check and unit-test the alerts; hadolint the Dockerfiles
 	PY=$(PY) helm/chart-check.sh
@@ -76,6 +80,9 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) tests/bench/bench_classifier.py
 	$(PY) tests/bench/bench_captioner.py
 	$(PY) tests/bench/bench_generator.py
+	.venv/bin/pip install --quiet -e '.[bench]'
+	$(PY) tests/bench/bench_catalogue.py
+	$(PY) tests/bench/soak_generator.py
 
 # ---- Kubernetes (k8s/; needs root, Debian packages: see README "Run it on Kubernetes") ----
 .PHONY: k8s-tools images k8s-up k8s-down k8s-test k8s-demo

@@ -6,15 +6,13 @@ import argparse
 import importlib
 import json
 import sys
-import time
-import uuid
 from pathlib import Path
 
 from .errors import DeskgenError, FatalError
+from .stage import STAGES
 
 __all__ = ["main"]
 
-STAGES = ("classifier", "captioner", "generator")
 CONCEPTS = ("BASIC", "MSPAINT", "SIMPLE", "OIL", "CARTOON", "WEEKDAY")
 
 
@@ -54,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind in (("steps", int), ("guidance", float), ("width", int), ("height", int), ("seed", int)):
         submit.add_argument(f"--{name}", type=kind)
     submit.add_argument("--scheduler")
+    submit.add_argument("--mode", choices=("restyle", "keep_devices"))
+    submit.add_argument("--fast", action="store_true", default=None, help="few-step LoRA, CFG off")
+    submit.add_argument("--strength", type=float, help="inpainting strength (keep_devices)")
     submit.set_defaults(func=_submit)
 
     watch = commands.add_parser("watch", help="print terminal results from the `generated` topic")
@@ -84,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("what", choices=("presets",))
     evaluate.set_defaults(func=_delegate("deskgen.services.generator.evaluate"), passthrough=True)
 
+    products = commands.add_parser("products", help="the product catalogue (see `deskgen products --help`)")
+    products.set_defaults(func=_delegate("deskgen.services.captioner.catalogue"), passthrough=True)
+
     config = commands.add_parser("config", help="list every DESKGEN_* setting (markdown)")
     config.set_defaults(func=_config)
     return parser
@@ -96,7 +100,9 @@ def _delegate(module: str):
 
 
 def _run(args: argparse.Namespace, rest: list[str]) -> int:
-    return importlib.import_module(f"deskgen.services.{args.stage}.__main__").main()
+    from .service import run_stage
+
+    return run_stage(args.stage)
 
 
 def _topics_create(args: argparse.Namespace, rest: list[str]) -> int:
@@ -111,78 +117,31 @@ def _topics_create(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _submit(args: argparse.Namespace, rest: list[str]) -> int:
-    from confluent_kafka import Producer
+    from .backend import Backend, BackendSettings
 
-    from . import events
-    from .keys import upload_key
-    from .settings import KafkaSettings, RuntimeSettings, load
-    from .storage import ObjectStore
-
-    runtime = load(RuntimeSettings)
-    store = ObjectStore.from_env()
-    store.ensure_bucket()
-    producer = Producer({**load(KafkaSettings).client_config(), "enable.idempotence": True, "acks": "all"})
     request = {name: getattr(args, name) for name in ("concept", "preset", "steps", "guidance", "width", "height",
-                                                      "seed", "scheduler") if getattr(args, name) is not None}
-    failures = []
-    for path in args.paths:
-        if not path.is_file():
-            raise FatalError(f"{path}: no such file")
-        job_id = uuid.uuid4().hex
-        key = upload_key(job_id, path.suffix)
-        store.put(key, path.read_bytes(), _content_type(key))
-        data = {"job_id": job_id, "image_key": key, "uploaded_at": events.now(), "request": request, "timeline": {}}
-        record = events.encode("uploaded", data, source="/deskgen/cli")
-        producer.produce(runtime.topic("uploaded"), key=record.key, value=record.value, headers=record.headers,
-                         on_delivery=lambda err, msg, p=path: err and failures.append(f"{p}: {err}"))
-        print(job_id, flush=True)
-    if producer.flush(30) or failures:
-        raise FatalError(f"some events were not delivered: {failures or 'flush timed out'}")
+                                                      "seed", "scheduler", "mode", "fast", "strength")
+               if getattr(args, name) is not None}
+    with Backend(BackendSettings.load(), source="/deskgen/cli") as backend:
+        backend.ensure_bucket()
+        for path in args.paths:
+            if not path.is_file():
+                raise FatalError(f"{path}: no such file")
+            print(backend.submit(path.read_bytes(), request=request, filename=path.name, wait=False), flush=True)
     return 0
 
 
-def _content_type(key: str) -> str:
-    return {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}[key.rsplit(".", 1)[1]]
-
-
 def _watch(args: argparse.Namespace, rest: list[str]) -> int:
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+    from .backend import Backend, BackendSettings
 
-    from .events import decode
-    from .settings import KafkaSettings, RuntimeSettings, load
-
-    runtime = load(RuntimeSettings)
-    topic = runtime.topic("generated")
-    consumer = Consumer({**load(KafkaSettings).client_config(), "group.id": f"deskgen-watch-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    metadata = consumer.list_topics(topic, timeout=10)
-    if topic not in metadata.topics or metadata.topics[topic].error is not None:
-        raise FatalError(f"topic {topic} does not exist: run `deskgen topics create`")
-    start = OFFSET_BEGINNING if args.jobs else OFFSET_END
-    consumer.assign([TopicPartition(topic, p, start) for p in metadata.topics[topic].partitions])
-    waiting = set(args.jobs)
-    seen: set[str] = set()
-    deadline = time.monotonic() + args.timeout if args.timeout else None
-    try:
-        while (not args.jobs or waiting) and (deadline is None or time.monotonic() < deadline):
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            try:
-                result = decode(message.value(), message.headers(), "generated").data
-            except DeskgenError as exc:
-                print(f"unreadable result at offset {message.offset()}: {exc}", file=sys.stderr)
-                continue
-            job_id = result["job_id"]
-            if args.jobs and job_id not in args.jobs:
-                continue
-            if job_id in seen:
-                print(f"warning: a second terminal result for job {job_id}", file=sys.stderr)
-            seen.add(job_id)
-            waiting.discard(job_id)
+    waiting, seen = set(args.jobs), set()
+    with Backend(BackendSettings.load()) as backend:
+        for result in backend.watch(args.jobs or None, timeout_s=args.timeout, from_start=bool(args.jobs)):
+            if result["job_id"] in seen:
+                print(f"warning: a second terminal result for job {result['job_id']}", file=sys.stderr)
+            seen.add(result["job_id"])
+            waiting.discard(result["job_id"])
             print(json.dumps(result, sort_keys=True) if args.json else format_result(result), flush=True)
-    finally:
-        consumer.close()
     if waiting:
         print(f"timed out waiting for {len(waiting)} job(s): {' '.join(sorted(waiting))}", file=sys.stderr)
         return 1
@@ -196,6 +155,9 @@ def format_result(result: dict) -> str:
     if status == "succeeded":
         output = result["output"]
         parts.append(f"image={output['image_key']} preset={output['preset']} {output['width']}x{output['height']}")
+        if output.get("mode"):
+            parts.append(f"mode={output['mode']}" + (" fast" if output.get("fast") else "")
+                         + (f" (fallback: {output['fallback']})" if output.get("fallback") else ""))
     else:
         parts.append(f"reason={result.get('reason')} ({result.get('detail', '')[:120]})")
     timeline = sorted(result.get("timeline", {}).items(), key=lambda item: item[1].get("received", ""))

@@ -23,10 +23,14 @@ from referencing import Registry, Resource
 
 from .errors import InvalidInputError
 
-__all__ = ["Event", "Record", "KINDS", "CE_TYPES", "encode", "decode", "validate", "now", "recover_job_id",
-           "child_traceparent"]
+__all__ = ["Event", "Record", "KINDS", "CATALOGUE_KIND", "CE_TYPES", "encode", "decode", "validate", "now", "recover_job_id",
+           "child_traceparent", "JOB_ID"]
 
 KINDS = ("uploaded", "classified", "captioned", "generated", "dlq")
+CATALOGUE_KIND = "products"  # topic <prefix>products: compacted, key = product id, events of kind "product"
+_SCHEMAS = files("deskgen.common") / "schemas"
+# The job id pattern has one source, the schema; object keys (keys.py) use the same.
+JOB_ID = re.compile(json.loads((_SCHEMAS / "defs.json").read_text())["$defs"]["job_id"]["pattern"])
 
 CE_TYPES = {
     "uploaded": "com.deskgen.photo.uploaded",
@@ -34,11 +38,11 @@ CE_TYPES = {
     "captioned": "com.deskgen.photo.captioned",
     "generated": "com.deskgen.job.finished",
     "dlq": "com.deskgen.dlq.record",
+    "product": "com.deskgen.product.upserted",  # the catalogue (common/catalogue.py), not a pipeline kind
 }
 _KIND_OF_TYPE = {v: k for k, v in CE_TYPES.items()}
 _REQUIRED_ATTRS = ("ce_specversion", "ce_id", "ce_source", "ce_type")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ _Validator = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
 
 @cache
 def _validator(kind: str) -> Draft202012Validator:
-    folder = files("deskgen.common") / "schemas"
+    folder = _SCHEMAS
     resources = []
     for name in ("defs", *KINDS):
         schema = json.loads((folder / f"{name}.json").read_text())
@@ -129,10 +133,12 @@ def child_traceparent(parent: str | None) -> str:
     return f"00-{trace_id}-{secrets.token_hex(8)}-01"
 
 
-def encode(kind: str, data: dict[str, Any], *, source: str, traceparent: str | None = None) -> Record:
-    """Validate ``data`` and build the Kafka record (key = job id, ``ce_*`` headers, JSON value)."""
+def encode(kind: str, data: dict[str, Any], *, source: str, traceparent: str | None = None,
+           key: str | None = None) -> Record:
+    """Validate ``data`` and build the Kafka record (key and ``ce_subject`` = ``key``, default the job id;
+    ``ce_*`` headers, JSON value)."""
     validate(kind, data)
-    job_id = data.get("job_id")
+    job_id = key or data.get("job_id")
     headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", str(uuid.uuid4()).encode()),
@@ -190,7 +196,7 @@ def recover_job_id(key: bytes | None, value: bytes | None, headers: list[tuple[s
         candidates.append(data.get("job_id") if isinstance(data, dict) else None)
     except (ValueError, RecursionError):
         pass
-    return next((c for c in candidates if isinstance(c, str) and _JOB_ID.fullmatch(c)), None)
+    return next((c for c in candidates if isinstance(c, str) and JOB_ID.fullmatch(c)), None)
 
 
 def _refuse_constant(name: str) -> None:

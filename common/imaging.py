@@ -23,13 +23,12 @@ def _reject(reason: str, detail: str) -> InvalidInputError:
     return InvalidInputError(reason, detail, status="rejected")
 
 
-def decode_image(data: bytes, limits: ImageSettings | None = None) -> Image.Image:
+def decode_image(data: bytes, limits: ImageSettings) -> Image.Image:
     """Decode untrusted bytes into an upright RGB image, or raise InvalidInputError.
 
     Animated images yield their first frame; alpha is composited on white; CMYK, 16-bit,
     palette and greyscale images are converted to 8-bit RGB.
     """
-    limits = limits or ImageSettings()
     if not data:
         raise _reject("image_empty", "the object is empty")
     if len(data) > limits.max_bytes:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .errors import FatalError
-from .events import KINDS
+from .events import CATALOGUE_KIND, KINDS
 from .settings import KafkaSettings, RuntimeSettings
 
-__all__ = ["make_consumer", "make_producer_config", "create_topics", "group_id"]
+__all__ = ["make_consumer", "make_producer_config", "make_producer", "make_reader", "make_admin", "create_topics", "group_id"]
 
 log = logging.getLogger("deskgen.kafka")
 
@@ -64,12 +65,33 @@ def make_producer_config(kafka: KafkaSettings, transactional_id: str,
     }
 
 
+def make_producer(kafka: KafkaSettings, *, error_cb: Callable[[KafkaError], None] | None = None,
+                  **overrides) -> Producer:
+    """An idempotent (not transactional) producer, as a backend publishes with."""
+    return Producer({**kafka.client_config(), "enable.idempotence": True, "acks": "all",
+                     "error_cb": error_cb or _log_client_error, **overrides})
+
+
+def make_reader(kafka: KafkaSettings, **overrides) -> Consumer:
+    """A ``read_committed`` consumer that commits nothing, for ``assign``-ing partitions and reading them."""
+    return Consumer({**kafka.client_config(), "group.id": f"deskgen-reader-{uuid.uuid4().hex[:8]}",
+                     "enable.auto.commit": False, "isolation.level": "read_committed",
+                     "error_cb": _log_client_error, **overrides})
+
+
+def make_admin(kafka: KafkaSettings) -> AdminClient:
+    return AdminClient(kafka.client_config())
+
+
 def create_topics(kafka: KafkaSettings, runtime: RuntimeSettings, *, partitions: int, replication: int,
                   timeout: float = 30.0) -> list[tuple[str, str]]:
     """Create the pipeline's topics; existing ones are left as they are. Returns (topic, status) rows."""
-    admin = AdminClient(kafka.client_config())
+    admin = make_admin(kafka)
     topics = [NewTopic(runtime.topic(kind), num_partitions=partitions, replication_factor=replication)
               for kind in KINDS]
+    # The product catalogue: compacted, so the latest record per product id (or its tombstone) stays.
+    topics.append(NewTopic(runtime.topic(CATALOGUE_KIND), num_partitions=partitions, replication_factor=replication,
+                           config={"cleanup.policy": "compact"}))
     rows = []
     for topic, future in admin.create_topics(topics, request_timeout=timeout).items():
         try:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 
 from .errors import InvalidInputError
+from .events import JOB_ID
 
-__all__ = ["UPLOADS", "GENERATED", "MODELS", "upload_key", "generated_key", "check_job_id", "check_object_key"]
+__all__ = ["UPLOADS", "GENERATED", "upload_key", "generated_key", "generated_mask_key", "check_job_id",
+           "check_object_key"]
 
 UPLOADS = "uploads"
 GENERATED = "generated"
-MODELS = "models"
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
 _NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 _EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
@@ -20,8 +20,8 @@ _EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
 
 def check_job_id(job_id: str) -> str:
     """Return ``job_id`` if it is safe inside an object key, else raise InvalidInputError."""
-    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
-        raise InvalidInputError("invalid_job_id", f"job id {job_id!r:.80} must match {_JOB_ID.pattern}", status="failed")
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
+        raise InvalidInputError("invalid_job_id", f"job id {job_id!r:.80} must match {JOB_ID.pattern}", status="failed")
     return job_id
 
 
@@ -47,4 +47,11 @@ def generated_key(job_id: str, preset: str) -> str:
     """``generated/<job>/<preset>.png`` for the generator's image."""
     if not isinstance(preset, str) or not _NAME.fullmatch(preset):
         raise InvalidInputError("unknown_preset", f"preset {preset!r:.40} is not a valid preset name")
+    if preset == "mask":
+        raise InvalidInputError("unknown_preset", "'mask' names the keep mask, not a preset")
     return f"{GENERATED}/{check_job_id(job_id)}/{preset}.png"
+
+
+def generated_mask_key(job_id: str) -> str:
+    """``generated/<job>/mask.png``: the keep mask of a keep_devices image (white = the user's own pixels)."""
+    return f"{GENERATED}/{check_job_id(job_id)}/mask.png"

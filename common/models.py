@@ -19,20 +19,32 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from .errors import FatalError
-from .settings import RuntimeSettings, load
+from .settings import RuntimeSettings, S3Settings, load
 
-__all__ = ["resolve", "dev_models_dir", "model_cache_dir"]
+__all__ = ["ModelSources", "resolve", "dev_models_dir"]
 
 _MANIFEST = ".deskgen-manifest.json"
 
 
-def model_cache_dir() -> Path:
-    """``DESKGEN_MODEL_CACHE``: where downloaded models are cached."""
-    return load(RuntimeSettings).model_cache
+@dataclass(frozen=True)
+class ModelSources:
+    """Where models come from: the download cache (``s3://``, ``hf://``) and the S3 server of ``s3://``.
+
+    The default knows local sources only (``file://``, ``pkg://``, paths); a service passes
+    ``ModelSources.load()``, read once at start-up.
+    """
+
+    cache_dir: Path | None = None
+    s3: S3Settings | None = None
+
+    @classmethod
+    def load(cls) -> "ModelSources":
+        return cls(load(RuntimeSettings).model_cache, load(S3Settings))
 
 
 def dev_models_dir() -> Path:
@@ -40,20 +52,23 @@ def dev_models_dir() -> Path:
     return load(RuntimeSettings).dev_models.resolve()
 
 
-def resolve(uri: str, *, cache_dir: Path | None = None) -> Path:
+def resolve(uri: str, sources: ModelSources = ModelSources()) -> Path:
     """Return a local path holding the model named by ``uri``.
 
     Raises:
         FatalError: unknown scheme, missing file, unreachable source; the message says which.
     """
     parsed = urlparse(uri)
-    cache = cache_dir or model_cache_dir()
+    if parsed.scheme in ("s3", "hf") and sources.cache_dir is None:
+        raise FatalError(f"model {uri!r}: downloads need a model cache (DESKGEN_MODEL_CACHE)")
+    cache = sources.cache_dir
     if parsed.scheme == "file":
         return _existing(Path(parsed.netloc + parsed.path), uri)
     if parsed.scheme == "pkg":
         return _from_package(parsed.netloc, parsed.path.lstrip("/"), uri)
     if parsed.scheme == "s3":
-        return _from_s3(parsed.netloc, parsed.path.lstrip("/"), cache / "s3" / parsed.netloc / parsed.path.lstrip("/"))
+        return _from_s3(sources.s3, parsed.netloc, parsed.path.lstrip("/"),
+                        cache / "s3" / parsed.netloc / parsed.path.lstrip("/"))
     if parsed.scheme == "hf":
         return _from_hub(parsed.netloc + parsed.path, cache / "hf")
     if parsed.scheme == "" and uri:
@@ -88,12 +103,14 @@ def _from_hub(repo: str, cache: Path) -> Path:
                          "with `deskgen models build-dev`.") from None
 
 
-def _from_s3(bucket: str, prefix: str, target: Path) -> Path:
+def _from_s3(s3: S3Settings | None, bucket: str, prefix: str, target: Path) -> Path:
     if _verified(target):
         return target
     from .storage import ObjectStore
 
-    store = ObjectStore.from_env(bucket=bucket)
+    if s3 is None:
+        raise FatalError(f"model s3://{bucket}/{prefix}: no S3 settings (DESKGEN_S3_*) were given")
+    store = ObjectStore(s3, bucket=bucket)
     keys = store.list(prefix)
     if not keys:
         raise FatalError(f"model s3://{bucket}/{prefix}: no objects under that prefix")

@@ -19,15 +19,9 @@ Assumptions:
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import signal
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Callable
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
@@ -35,51 +29,23 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from . import events, metrics
 from .checkpoint import Checkpoint
 from .crashes import CrashLedger
-from .errors import DeskgenError, FatalError, InvalidInputError, TransientError
-from .events import Event, Record
-from .health import HealthState, serve_http
-from .imaging import decode_image
+from .errors import FatalError, InvalidInputError
+from .handling import Handled, Handler
+from .health import HealthState
 from .kafka import group_id, make_consumer, make_producer_config
-from .keys import GENERATED, check_object_key
+from .observe import forget_lag, observe_gpu_memory, observe_job, observe_lag
+from .records import Item, build_records, commit_offsets, first_offsets
 from .retry import Backoff
-from .settings import ImageSettings, KafkaSettings, RuntimeSettings, S3Settings, load
-from .stage import Emit, Reject, Stage
+from .settings import ImageSettings, KafkaSettings, RuntimeSettings
+from .stage import Stage
 from .starvation import FetchWatch
 from .storage import ObjectStore
 
-__all__ = ["Runtime", "serve"]
+__all__ = ["Runtime"]
 
 log = logging.getLogger("deskgen.runtime")
 
-_DLQ_PAYLOAD_BYTES = 64 * 1024
 _KEEPALIVE_POLL_S = 0.2
-
-
-@dataclass
-class _Item:
-    """One consumed message on its way through the batch."""
-
-    message: Message
-    received: str
-    event: Event | None = None
-    outcome: Emit | Reject | InvalidInputError | None = None
-    attempts: int = 0
-    handle_ms: float = 0.0
-    blob_write_ms: float = 0.0
-    records: list[tuple[str, Record]] = field(default_factory=list)
-
-
-class _JobBlobs:
-    """The stage's read access to objects: checked keys, size limit, the shared decoder."""
-
-    def __init__(self, store: ObjectStore, images: ImageSettings):
-        self._store, self._images = store, images
-
-    def read(self, key: str) -> bytes:
-        return self._store.get(check_object_key(key), max_bytes=self._images.max_bytes)
-
-    def image(self, key: str):
-        return decode_image(self.read(key), self._images)
 
 
 class Runtime:
@@ -87,19 +53,18 @@ class Runtime:
 
     def __init__(self, stage: Stage, *, runtime: RuntimeSettings, kafka: KafkaSettings, store: ObjectStore,
                  images: ImageSettings):
-        self.stage, self.settings, self.kafka, self.store = stage, runtime, kafka, store
+        self.stage, self.settings, self.kafka, self.store, self._images = stage, runtime, kafka, store, images
         self.health = HealthState(stall_s=max(300.0, kafka.max_poll_interval_ms / 1000))
         self.stop_requested = threading.Event()
-        self._blobs = _JobBlobs(store, images)
         self._backoff = Backoff(runtime.retry_max_attempts, runtime.retry_base_ms / 1000, runtime.retry_max_ms / 1000)
-        self._batch_max = runtime.batch_max or getattr(stage, "batch_max", 1)
+        self._batch_max = runtime.batch_max or stage.batch_max
         self._input_topic = runtime.topic(stage.consumes)
-        self._source = f"/deskgen/{stage.name}"
         self._stash: list[Message] = []
         self._revoked = False
         self._consumer = None
         self._checkpoint: Checkpoint | None = None
         self._crashes: CrashLedger | None = None
+        self._handler: Handler | None = None
         self._fetch_watch = FetchWatch(runtime.partition_stall_seconds)
         self._fatal: FatalError | None = None
         self._labels = {"stage": stage.name}
@@ -134,13 +99,16 @@ class Runtime:
         transactional_id = f"{group_id(self.kafka, self.stage.name)}-{self.settings.instance_id}"
         self._crashes = CrashLedger(self.settings.state_dir / f"{transactional_id}.crashes.json",
                                     self.settings.crash_limit)
+        self._handler = Handler(self.stage, self.store, self._images, self._backoff, self._crashes,
+                                self.stop_requested)
         self._checkpoint = Checkpoint(make_producer_config(self.kafka, transactional_id, self._on_client_error),
                                       self.stop_requested, self._backoff)
         self._checkpoint.init()
         if self.stop_requested.is_set():
             return
         self.health.broker_reachable = True
-        self._consumer = make_consumer(self.kafka, self.stage.name, stats_cb=self._on_stats, error_cb=self._on_client_error)
+        self._consumer = make_consumer(self.kafka, self.stage.name, stats_cb=lambda s: observe_lag(self.stage.name, s),
+                                       error_cb=self._on_client_error)
         self._consumer.subscribe([self._input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
         log.info("%s: consuming %s as %s (transactional id %s)", self.stage.name, self._input_topic,
@@ -173,11 +141,7 @@ class Runtime:
             consumer.resume(partitions)
         except KafkaException as exc:
             log.warning("%s: could not resume revoked partitions: %s", self.stage.name, exc)
-        for topic, partition in revoked:
-            try:
-                metrics.CONSUMER_LAG.remove(self.stage.name, topic, str(partition))
-            except KeyError:
-                pass
+        forget_lag(self.stage.name, revoked)
         log.info("%s: revoked %s", self.stage.name, [p.partition for p in partitions])
 
     def _on_client_error(self, err: KafkaError) -> None:
@@ -193,18 +157,6 @@ class Runtime:
             log.error("%s: Kafka fatal error: %s", self.stage.name, err)
         else:
             log.debug("%s: Kafka: %s", self.stage.name, err)
-
-    def _on_stats(self, stats_json: str) -> None:
-        # librdkafka's own consumer_lag needs committed offsets, which transactions never report to it,
-        # so lag = last stable offset - the position the application has consumed up to.
-        stats = json.loads(stats_json)
-        for topic, body in stats.get("topics", {}).items():
-            for partition, p in body.get("partitions", {}).items():
-                end = p.get("ls_offset", -1)
-                position = next((o for o in (p.get("app_offset", -1001), p.get("committed_offset", -1001),
-                                             p.get("lo_offset", -1)) if o >= 0), -1)
-                if partition != "-1" and end >= 0 and position >= 0:
-                    metrics.CONSUMER_LAG.labels(self.stage.name, topic, partition).set(max(end - position, 0))
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -247,9 +199,10 @@ class Runtime:
             log.warning("%s: consumer error: %s", self.stage.name, err.str())
 
     def _process(self, batch: list[Message]) -> None:
+        """Decode, handle (with retries), build the records and commit them with the offsets, or rewind."""
         started = time.monotonic()
         received = events.now()
-        items = [_Item(m, received) for m in batch]
+        items = [Item(m, received) for m in batch]
         metrics.INFLIGHT.labels(**self._labels).set(len(items))
         metrics.BATCH_SIZE.labels(**self._labels).observe(len(items))
         self._revoked = False
@@ -257,16 +210,20 @@ class Runtime:
             for item in items:
                 self._decode(item)
                 self._fail_if_it_kills(item)
-            done = self._with_keepalive(lambda: self._handle_all([i for i in items if i.outcome is None]))
-            if done is None:  # abandoned on shutdown: leave the offsets uncommitted, it is redelivered
+            handled = self._with_keepalive(lambda: self._handler.handle_all([i for i in items if i.outcome is None]))
+            observe_gpu_memory(self.stage.name)
+            # Not committed: the offsets stay where they were and the batch is redelivered.
+            if handled is None:
                 log.warning("%s: shutdown grace exceeded; abandoning a batch of %d", self.stage.name, len(items))
+                return
+            if handled is Handled.STOPPED:
+                log.info("%s: stopped during a retry backoff; leaving a batch of %d", self.stage.name, len(items))
                 return
             if self._revoked:  # partitions moved while handling: the new owner redoes the batch
                 log.info("%s: partitions revoked during the batch; not committing it", self.stage.name)
                 return
-            for item in items:
-                self._build_records(item)
-            committed = self._checkpoint.commit([r for i in items for r in i.records], self._offsets(items), self._consumer)
+            records = [r for item in items for r in build_records(item, self.stage, self.settings.topic)]
+            committed = self._checkpoint.commit(records, commit_offsets(items), self._consumer)
         finally:
             metrics.INFLIGHT.labels(**self._labels).set(0)
         metrics.TRANSACTIONS.labels(self.stage.name, "committed" if committed else "aborted").inc()
@@ -276,11 +233,9 @@ class Runtime:
         self._crashes.forget(batch)
         elapsed = time.monotonic() - started
         for item in items:
-            self._observe(item, elapsed)
+            observe_job(self.stage.name, item, elapsed)
 
-    # -- steps of a batch ----------------------------------------------------------------------
-
-    def _decode(self, item: _Item) -> None:
+    def _decode(self, item: Item) -> None:
         message = item.message
         try:
             item.event = events.decode(message.value(), message.headers(), self.stage.consumes,
@@ -290,7 +245,7 @@ class Runtime:
             log.warning("%s: bad event at %s[%d]@%d: %s", self.stage.name, message.topic(), message.partition(),
                         message.offset(), exc)
 
-    def _fail_if_it_kills(self, item: _Item) -> None:
+    def _fail_if_it_kills(self, item: Item) -> None:
         deaths = self._crashes.deaths(item.message)
         if item.outcome is None and deaths >= self._crashes.limit > 0:
             item.outcome = InvalidInputError("stage_crashed", f"the {self.stage.name} process died {deaths} times "
@@ -298,84 +253,7 @@ class Runtime:
             log.error("%s: event at %s[%d]@%d was in hand at %d process deaths; sending it to the DLQ",
                       self.stage.name, item.message.topic(), item.message.partition(), item.message.offset(), deaths)
 
-    def _handle_all(self, items: list[_Item]) -> bool:
-        """Handle every item, retrying transient failures with backoff; False if stopped meanwhile."""
-        pending = items
-        for attempt in range(1, self._backoff.attempts + 1):
-            for item in pending:
-                item.attempts = attempt
-            t0 = time.monotonic()
-            with self._crashes.holding([i.message for i in pending]):
-                outcomes = self._call_stage([i.event for i in pending])
-            metrics.INFERENCE.labels(**self._labels).observe(time.monotonic() - t0)
-            retry = []
-            for item, outcome in zip(pending, outcomes):
-                item.handle_ms = (time.monotonic() - t0) * 1000
-                if isinstance(outcome, Emit):
-                    outcome = self._write_blobs(item, outcome)
-                if isinstance(outcome, TransientError):
-                    retry.append((item, outcome))
-                else:
-                    item.outcome = outcome
-            if not retry:
-                return True
-            pending = [item for item, _ in retry]
-            last_error = retry[-1][1]
-            if attempt == self._backoff.attempts:
-                break
-            metrics.RETRIES.labels(self.stage.name, "handle").inc(len(pending))
-            log.warning("%s: transient failure on %d job(s), attempt %d/%d: %s", self.stage.name, len(pending),
-                        attempt, self._backoff.attempts, last_error)
-            if not self._backoff.sleep(attempt, self.stop_requested):
-                return False
-        for item in pending:
-            item.outcome = InvalidInputError("retries_exhausted", f"{self._backoff.attempts} attempts: {last_error}",
-                                             status="failed")
-        return True
-
-    def _call_stage(self, batch: list[Event]) -> list[Any]:
-        """The stage's outcomes, one per event; errors are returned in place, never raised."""
-        handle_batch: Callable | None = getattr(self.stage, "handle_batch", None)
-        if handle_batch is not None and len(batch) > 1:
-            try:
-                outcomes = handle_batch(batch, self._blobs)
-                if len(outcomes) == len(batch):
-                    return [_normalised(o) for o in outcomes]
-                log.error("%s: handle_batch returned %d outcomes for %d events", self.stage.name, len(outcomes), len(batch))
-            except TransientError as exc:
-                return [exc] * len(batch)
-            except FatalError:
-                raise
-            except Exception:
-                log.warning("%s: batch failed; handling its events one by one", self.stage.name, exc_info=True)
-        return [self._call_one(event) for event in batch]
-
-    def _call_one(self, event: Event) -> Any:
-        try:
-            return self.stage.handle(event, self._blobs)
-        except (InvalidInputError, TransientError) as exc:
-            return exc
-        except FatalError:
-            raise
-        except DeskgenError as exc:
-            return InvalidInputError("stage_error", str(exc), status="failed")
-        except Exception as exc:  # a bug or a model crash: not retried, so a poison job cannot loop forever
-            log.error("%s: job %s crashed the stage:\n%s", self.stage.name, event.job_id, traceback.format_exc())
-            return InvalidInputError("stage_error", f"{type(exc).__name__}: {exc}"[:500], status="failed")
-
-    def _write_blobs(self, item: _Item, outcome: Emit) -> Emit | InvalidInputError | TransientError:
-        t0 = time.monotonic()
-        job_id = item.event.job_id
-        try:
-            for blob in outcome.blobs:
-                check_object_key(blob.key, prefix=f"{GENERATED}/{job_id}")
-                self.store.put(blob.key, blob.data, blob.content_type)
-        except (InvalidInputError, TransientError) as exc:
-            return exc
-        item.blob_write_ms = (time.monotonic() - t0) * 1000
-        return outcome
-
-    def _with_keepalive(self, work: Callable[[], bool]) -> bool | None:
+    def _with_keepalive(self, work: Callable[[], Handled]) -> Handled | None:
         """Run ``work`` on a worker thread while this thread keeps the consumer polled (paused).
 
         Returns work's result, or None if shutdown grace ran out first.
@@ -410,154 +288,13 @@ class Runtime:
             self._fetch_watch.batch_done()
         if "error" in result:
             raise result["error"]
-        return result["value"] or None
+        return result["value"]
 
-    # -- outputs -------------------------------------------------------------------------------
-
-    def _build_records(self, item: _Item) -> None:
-        outcome, event = item.outcome, item.event
-        stage = self.stage
-        timeline = dict(event.data.get("timeline", {})) if event else {}
-        timeline[stage.name] = {"received": item.received, "finished": events.now(), "handle_ms": round(item.handle_ms, 2),
-                                "blob_write_ms": round(item.blob_write_ms, 2), "attempts": max(item.attempts, 1)}
-        traceparent = event.traceparent if event else None
-        if isinstance(outcome, InvalidInputError):
-            item.records.append(self._dlq_record(item, outcome))
-            job_id = event.job_id if event else events.recover_job_id(item.message.key(), item.message.value(),
-                                                                      item.message.headers())
-            if job_id is not None:
-                carried = self._carried(event) if event else {}
-                self._add_result(item, job_id, outcome.status, carried, timeline, traceparent,
-                                 reason=outcome.reason, detail=outcome.detail)
-            return
-        carried = self._carried(event)
-        if isinstance(outcome, Reject):
-            carried.update({stage.section: outcome.section} if outcome.section else {})
-            self._add_result(item, event.job_id, "rejected", carried, timeline, traceparent,
-                             reason=outcome.reason, detail=outcome.detail)
-            return
-        data = {**carried, "timeline": timeline, stage.section: outcome.section}
-        if stage.produces == "generated":
-            self._add_result(item, event.job_id, "succeeded", {**carried, stage.section: outcome.section}, timeline,
-                             traceparent)
-            return
-        try:
-            item.records.append((self.settings.topic(stage.produces),
-                                 events.encode(stage.produces, data, source=self._source, traceparent=traceparent)))
-        except InvalidInputError as exc:  # the stage broke the contract: the job fails, visibly
-            item.outcome = InvalidInputError("stage_output_invalid", exc.detail, status="failed")
-            self._build_records(item)
-
-    def _carried(self, event: Event) -> dict[str, Any]:
-        return {k: v for k, v in event.data.items() if k != "timeline"}
-
-    def _add_result(self, item: _Item, job_id: str, status: str, carried: dict[str, Any], timeline: dict,
-                    traceparent: str | None, *, reason: str | None = None, detail: str = "") -> None:
-        result = {**carried, "job_id": job_id, "status": status, "stage": self.stage.name,
-                  "finished_at": events.now(), "timeline": timeline}
-        if reason:
-            result.update(reason=reason, detail=detail[:2000])
-        try:
-            record = events.encode("generated", result, source=self._source, traceparent=traceparent)
-        except InvalidInputError as exc:
-            if status == "succeeded":
-                item.outcome = InvalidInputError("stage_output_invalid", exc.detail, status="failed")
-                item.records.clear()
-                self._build_records(item)
-                return
-            minimal = {"job_id": job_id, "status": status, "stage": self.stage.name, "finished_at": result["finished_at"],
-                       "timeline": {}, "reason": reason or "result_invalid", "detail": detail[:2000]}
-            record = events.encode("generated", minimal, source=self._source, traceparent=traceparent)
-        item.records.append((self.settings.topic("generated"), record))
-
-    def _dlq_record(self, item: _Item, error: InvalidInputError) -> tuple[str, Record]:
-        message = item.message
-        value = message.value() or b""
-        data = {
-            "job_id": item.event.job_id if item.event else events.recover_job_id(message.key(), value, message.headers()),
-            "stage": self.stage.name, "reason": error.reason, "detail": error.detail[:2000], "status": error.status,
-            "source": {"topic": message.topic(), "partition": message.partition(), "offset": message.offset()},
-            "failed_at": events.now(),
-            "key_b64": base64.b64encode(message.key()).decode() if message.key() else None,
-            "headers": {name: (raw or b"").decode("utf-8", "replace")[:512] for name, raw in (message.headers() or [])[:32]},
-            "payload_b64": base64.b64encode(value[:_DLQ_PAYLOAD_BYTES]).decode(),
-            "payload_truncated": len(value) > _DLQ_PAYLOAD_BYTES,
-        }
-        return self.settings.topic("dlq"), events.encode("dlq", data, source=self._source)
-
-    # -- after the transaction -----------------------------------------------------------------
-
-    def _offsets(self, items: list[_Item]) -> list[TopicPartition]:
-        next_offsets: dict[tuple[str, int], int] = {}
-        for item in items:
-            key = (item.message.topic(), item.message.partition())
-            next_offsets[key] = max(next_offsets.get(key, 0), item.message.offset() + 1)
-        return [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-
-    def _rewind(self, items: list[_Item]) -> None:
-        """After an abort, point each partition back at the batch's first offset."""
-        first: dict[tuple[str, int], int] = {}
-        for item in items:
-            key = (item.message.topic(), item.message.partition())
-            first[key] = min(first.get(key, item.message.offset()), item.message.offset())
+    def _rewind(self, items: list[Item]) -> None:
+        """After an abort, point each owned partition back at the batch's first offset."""
+        first = first_offsets(items)
         owned = {(p.topic, p.partition) for p in self._consumer.assignment()}
         self._stash = [m for m in self._stash if (m.topic(), m.partition()) not in first]
         for (topic, partition), offset in first.items():
             if (topic, partition) in owned:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
-
-    def _observe(self, item: _Item, elapsed: float) -> None:
-        outcome = item.outcome
-        if isinstance(outcome, InvalidInputError):
-            label = outcome.status
-            metrics.DLQ.labels(self.stage.name, outcome.reason).inc()
-        elif isinstance(outcome, Reject):
-            label = "rejected"
-        else:
-            label = "ok"
-        metrics.EVENTS.labels(self.stage.name, label).inc()
-        metrics.STAGE_DURATION.labels(self.stage.name, label).observe(elapsed)
-        for topic, record in item.records:
-            if record.kind != "generated":
-                continue
-            status = "succeeded" if label == "ok" else label
-            reason = outcome.reason if isinstance(outcome, (InvalidInputError, Reject)) else ""
-            metrics.RESULTS.labels(self.stage.name, status, reason).inc()
-            uploaded_at = item.event.data.get("uploaded_at") if item.event else None
-            if uploaded_at:
-                age = time.time() - datetime.fromisoformat(uploaded_at.replace("Z", "+00:00")).timestamp()
-                metrics.JOB_E2E.labels(self.stage.name, status).observe(max(age, 0.0))
-        log.info("%s: job %s → %s%s (%.0f ms)", self.stage.name,
-                 item.event.job_id if item.event else "?", label,
-                 f" ({outcome.reason})" if isinstance(outcome, (InvalidInputError, Reject)) else "", elapsed * 1000)
-
-
-def _normalised(outcome: Any) -> Any:
-    if isinstance(outcome, (Emit, Reject, InvalidInputError, TransientError)):
-        return outcome
-    if isinstance(outcome, FatalError):
-        raise outcome
-    return InvalidInputError("stage_error", f"{type(outcome).__name__}: {outcome}"[:500], status="failed")
-
-
-def serve(stage: Stage) -> int:
-    """Run ``stage`` as a service: settings from the environment, HTTP endpoints, SIGTERM handling."""
-    try:
-        runtime_settings = load(RuntimeSettings)
-        logging.basicConfig(level=runtime_settings.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        store = ObjectStore(load(S3Settings))
-        runtime = Runtime(stage, runtime=runtime_settings, kafka=load(KafkaSettings), store=store,
-                          images=load(ImageSettings))
-    except FatalError as exc:
-        logging.basicConfig()
-        log.error("cannot start %s: %s", stage.name, exc)
-        return 2
-    server = serve_http(runtime.health, runtime_settings.http_host, runtime_settings.http_port)
-    log.info("%s: /metrics /healthz /readyz on %s:%d", stage.name, *server.server_address[:2])
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: runtime.stop())
-    try:
-        return runtime.run()
-    finally:
-        server.shutdown()

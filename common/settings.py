@@ -11,13 +11,14 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import FatalError
 
-__all__ = ["KafkaSettings", "S3Settings", "RuntimeSettings", "ImageSettings", "load", "describe"]
+__all__ = ["KafkaSettings", "S3Settings", "RuntimeSettings", "ImageSettings", "StageSettings", "load", "describe"]
 
 
 def _config(prefix: str) -> SettingsConfigDict:
@@ -128,10 +129,16 @@ class RuntimeSettings(BaseSettings):
         return f"{self.topic_prefix}{kind}"
 
 
-_SECTIONS = (KafkaSettings, S3Settings, ImageSettings, RuntimeSettings)
+class StageSettings(BaseSettings):
+    """Base of a stage's own settings section (``DESKGEN_<STAGE>_*``): what every stage process shares."""
+
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads for inference: torch's, and the classifier's onnxruntime (unset: one per core). Match the pod's CPU limit.")
 
 
-def load(cls: type[BaseSettings]) -> BaseSettings:
+T = TypeVar("T", bound=BaseSettings)
+
+
+def load(cls: type[T]) -> T:
     """Read one settings section from the environment; a bad value is a FatalError naming it."""
     secrets_dir = os.environ.get("DESKGEN_SECRETS_DIR")
     try:

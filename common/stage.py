@@ -15,7 +15,14 @@ from PIL import Image
 if TYPE_CHECKING:
     from .events import Event
 
-__all__ = ["Blob", "Blobs", "Emit", "Reject", "Outcome", "Stage", "BatchStage"]
+__all__ = ["Blob", "Blobs", "Emit", "Reject", "Outcome", "Stage", "STAGES"]
+
+# The stages ``deskgen run NAME`` serves: name → the module whose ``build_stage(settings)`` builds it.
+STAGES = {
+    "classifier": "deskgen.services.classifier.stage",
+    "captioner": "deskgen.services.captioner.stage",
+    "generator": "deskgen.services.generator.stage",
+}
 
 
 @dataclass(frozen=True)
@@ -65,34 +72,37 @@ class Blobs(Protocol):
 
 @runtime_checkable
 class Stage(Protocol):
-    """What the runtime needs from a stage.
+    """What the runtime needs from a stage. A stage class subclasses it to get the defaults.
 
     Attributes:
         name: the service name, ``classifier`` | ``captioner`` | ``generator`` (or a test stage).
         consumes: the input event kind (``uploaded`` | ``classified`` | ``captioned``).
         produces: the output event kind (``classified`` | ``captioned`` | ``generated``).
         section: the key its ``Emit.section`` is stored under in the output data.
+        batch_max: most events the runtime hands over at once (``DESKGEN_BATCH_MAX`` overrides it).
     """
 
     name: str
     consumes: str
     produces: str
     section: str
+    batch_max: int = 1
 
     def load(self) -> None:
         """Load models; called once before the first event. Readiness follows it."""
 
     def handle(self, event: Event, blobs: Blobs) -> Outcome:
         """Turn one event into one outcome. May raise InvalidInputError or TransientError."""
-
-
-class BatchStage(Stage, Protocol):
-    """Optional: a stage that scores several waiting events in one forward pass.
-
-    ``handle_batch`` returns one item per event, in order: an ``Outcome`` or the
-    ``InvalidInputError`` that event raised (other events in the batch still succeed).
-    The runtime commits the whole batch in one Kafka transaction, so per-job exactly-once holds.
-    """
+        raise NotImplementedError
 
     def handle_batch(self, events: list[Event], blobs: Blobs) -> list[Outcome | Exception]:
-        ...
+        """One outcome per event, in order; an event's exception is returned in its place, so the others
+        still succeed. The default hands the events to ``handle`` one by one; a stage that scores several
+        events in one forward pass overrides it. The whole batch commits in one Kafka transaction."""
+        outcomes: list[Outcome | Exception] = []
+        for event in events:
+            try:
+                outcomes.append(self.handle(event, blobs))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes

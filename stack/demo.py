@@ -8,8 +8,6 @@ here), so their captions and images are noise made by the real code paths.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -21,6 +19,8 @@ import localstack
 from devenv import dev_model_env
 from samples import write_samples
 
+from deskgen.common.backend import Backend, BackendSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / ".stack" / "demo"
 PORTS = {"classifier": 18081, "captioner": 18082, "generator": 18083}
@@ -29,10 +29,6 @@ DESKGEN = [sys.executable, "-m", "deskgen.common.cli"]
 
 def _say(message: str) -> None:
     print(f"==> {message}", flush=True)
-
-
-def _missing_stages() -> list[str]:
-    return [stage for stage in PORTS if importlib.util.find_spec(f"deskgen.services.{stage}.__main__") is None]
 
 
 def _wait_ready(services: dict[str, subprocess.Popen], logs: dict[str, Path], timeout: float = 300) -> None:
@@ -55,17 +51,14 @@ def _wait_ready(services: dict[str, subprocess.Popen], logs: dict[str, Path], ti
 
 
 def main() -> int:
-    missing = _missing_stages()
-    if missing:
-        print(f"demo: stage(s) not implemented yet: {', '.join(missing)} (services/<stage>/__main__.py)",
-              file=sys.stderr)
-        return 1
     _say("starting the local stack (Kafka in KRaft mode, S3Proxy)")
     localstack.up()
     env = {**os.environ, **localstack.deskgen_env(), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.update(dev_model_env())
     _say("creating topics")
     subprocess.run([*DESKGEN, "topics", "create", "--partitions", "3"], env=env, check=True)
+    _say("loading the sample product catalogue (stack/sample-catalogue.jsonl)")
+    subprocess.run([*DESKGEN, "products", "load", str(ROOT / "stack" / "sample-catalogue.jsonl")], env=env, check=True)
 
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     services, logs = {}, {}
@@ -83,15 +76,23 @@ def main() -> int:
         _say("submitting sample photos:")
         for path, expectation in samples:
             print(f"    {path.name:22} {expectation}")
-        submitted = subprocess.run([*DESKGEN, "submit", *[str(p) for p, _ in samples], "--concept", "BASIC"],
-                                   env=env, check=True, capture_output=True, text=True).stdout.split()
-        _say("results (deskgen watch):")
-        watched = subprocess.run([*DESKGEN, "watch", *submitted, "--json", "--timeout", "300"], env=env,
-                                 capture_output=True, text=True)
-        if watched.returncode != 0:
-            print(watched.stderr, file=sys.stderr)
-            return 1
-        _print_results(submitted, samples, [json.loads(line) for line in watched.stdout.splitlines()], env)
+        os.environ.update({k: v for k, v in env.items() if k.startswith("DESKGEN_")})
+        with Backend(BackendSettings.load(), source="/deskgen/demo") as backend:
+            backend.ensure_bucket()
+            submitted = [backend.submit(path.read_bytes(), filename=path.name, request={"concept": "BASIC"})
+                         for path, _ in samples]
+            desk = samples[0][0]
+            _say(f"submitting {desk.name} again with mode keep_devices and fast (inpaint around its own devices)")
+            submitted.append(backend.submit(desk.read_bytes(), filename=desk.name,
+                                            request={"concept": "BASIC", "mode": "keep_devices", "fast": True}))
+            samples.append((desk, "keep_devices"))
+            _say("results (the backend client, common/backend.py):")
+            results = backend.results(submitted, timeout_s=300)
+            missing = [job for job in submitted if job not in results]
+            if missing:
+                print(f"demo: no result within 300 s for {len(missing)} job(s): {' '.join(missing)}", file=sys.stderr)
+                return 1
+            _print_results(submitted, samples, results, backend.store)
     finally:
         for process in services.values():
             process.terminate()
@@ -101,17 +102,14 @@ def main() -> int:
     return 0
 
 
-def _print_results(jobs: list[str], samples, results: list[dict], env: dict[str, str]) -> None:
+def _print_results(jobs: list[str], samples, by_job: dict[str, dict], store) -> None:
     from deskgen.common.cli import format_result
-    from deskgen.common.storage import ObjectStore
 
-    os.environ.update({k: v for k, v in env.items() if k.startswith("DESKGEN_")})
-    store = ObjectStore.from_env()
-    by_job = {r["job_id"]: r for r in results}
     out = DEMO_DIR / "generated"
     out.mkdir(exist_ok=True)
-    for job, (path, _) in zip(jobs, samples):
+    for job, (path, expectation) in zip(jobs, samples):
         result = by_job[job]
+        keep = expectation == "keep_devices"
         print(f"\n  {path.name}\n    {format_result(result)}")
         classification = result.get("classification")
         if classification:
@@ -124,9 +122,32 @@ def _print_results(jobs: list[str], samples, results: list[dict], env: dict[str,
                   f"{captioning['captions'][0]['text'][:70]!r}")
             print(f"    prompt: {captioning['prompt'][:110]!r}")
         if result["status"] == "succeeded":
-            target = out / f"{path.stem}.png"
-            target.write_bytes(store.get(result["output"]["image_key"]))
-            print(f"    generator ({result['output'].get('weights')} weights): saved {target}")
+            target = out / f"{path.stem}{'-keep' if keep else ''}.png"
+            output = result["output"]
+            target.write_bytes(store.get(output["image_key"]))
+            print(f"    generator ({output.get('weights')} weights): saved {target}")
+            if output.get("mask_key"):
+                (out / f"{path.stem}-mask.png").write_bytes(store.get(output["mask_key"]))
+                kept = ", ".join(f"{d['label']} {[round(v, 2) for v in d['box']]}" for d in output["kept_devices"])
+                print(f"    kept the user's own pixels of: {kept} ({output['detector']}; mask {output['mask_key']})")
+            _print_products(result)
+
+
+def _print_products(result: dict) -> None:
+    products = result["output"].get("products")
+    if products is None:
+        return
+    if not products:
+        print(f"    products: none ({result['captioning'].get('products_note')})")
+    for product in products:
+        location = product.get("location") or {}
+        centre = location.get("centre")
+        where = (f"centre ({centre['x']:.2f}, {centre['y']:.2f}) box {[round(v, 2) for v in location['box']]}"
+                 if centre else "not found in the image")
+        price = product["price"]
+        print(f"    product: {product['category']:<11} {product['brand']} {product['name']} "
+              f"({price['amount']:.2f} {price['currency']}, {product['shop']}) score {product['score']:.2f} "
+              f"for {', '.join(product['words'][:3])}; {where} [{location.get('detector', '-')}]")
 
 
 if __name__ == "__main__":

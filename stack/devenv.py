@@ -24,8 +24,9 @@ def dev_model_env() -> dict[str, str]:
 
     The classifier keeps its default, the real packaged EfficientNet-Lite0 ImageNet weights.
     """
-    for stage in ("captioner", "generator"):
-        if not (DEV_MODELS / f"{stage}-tiny" / "deskgen-dev-weights.json").exists():
+    # The generator's check names its newest part, so an older build is rebuilt.
+    for stage, part in (("captioner", "deskgen-dev-weights.json"), ("generator", "sam/config.json")):
+        if not (DEV_MODELS / f"{stage}-tiny" / part).exists():
             # Progress on stderr: stdout may be the settings being printed (main).
             print(f"==> building tiny dev weights for the {stage} (random weights, real formats)", file=sys.stderr,
                   flush=True)
@@ -38,6 +39,9 @@ def dev_model_env() -> dict[str, str]:
         "DESKGEN_GENERATOR_MODEL": f"file://{generator}",
         **{f"DESKGEN_GENERATOR_LORA_{name.upper()}": f"file://{generator / 'loras' / name}"
            for name in ("dalle", "ott", "3d")},
+        "DESKGEN_GENERATOR_FAST_LORA": f"file://{generator / 'loras' / 'fast'}",
+        "DESKGEN_GENERATOR_FAST_SCHEDULER": "lcm",
+        "DESKGEN_GENERATOR_SAM": f"file://{generator / 'sam'}",
         "DESKGEN_GENERATOR_STEPS": "4", "DESKGEN_GENERATOR_WIDTH": "64", "DESKGEN_GENERATOR_HEIGHT": "64",
         "DESKGEN_GENERATOR_MIN_SIDE": "32",
     }

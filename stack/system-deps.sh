@@ -3,7 +3,8 @@
 #   stack/system-deps.sh setup   make, Python 3.11 with venv
 #   stack/system-deps.sh demo    + Java 17 and Maven (the local Kafka and S3 servers)
 #   stack/system-deps.sh chart   setup + promtool (Debian's prometheus) and Go >= 1.21 (builds Helm)
-#   stack/system-deps.sh test    all of the above (Prometheus itself runs in the dashboard e2e test)
+#   stack/system-deps.sh test    all of the above, a JDK (the Java backend example) and Node.js with npm
+#                                (the AsyncAPI parser); Prometheus itself runs in the dashboard e2e test
 # As root on Debian, whatever is missing is installed with apt (no daemon is started: a policy-rc.d
 # refuses every start during the install). Anywhere else it prints what to install and exits 1.
 set -euo pipefail
@@ -30,6 +31,10 @@ elif ! python3.11 -c 'import ensurepip, venv' 2>/dev/null; then need "Python 3.1
 if [[ "$level" == demo || "$level" == test ]]; then
   { command -v java >/dev/null && [ "$(java_major)" -ge 17 ] 2>/dev/null; } || need "Java >= 17" openjdk-17-jre-headless
   command -v mvn >/dev/null || need Maven maven
+fi
+if [[ "$level" == test ]]; then
+  command -v javac >/dev/null || need "a Java JDK (javac: the backend kit test builds the Java example)" openjdk-17-jdk-headless
+  command -v npm >/dev/null || need "Node.js and npm (the AsyncAPI parser of the contract test)" nodejs npm
 fi
 if [[ "$level" == chart || "$level" == test ]]; then
   { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need "prometheus and promtool" prometheus

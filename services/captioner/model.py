@@ -24,9 +24,9 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import resolve
+from deskgen.common.models import ModelSources, resolve
 
-from .devweights import DEV_MARKER
+from deskgen.services.captioner.devweights import DEV_MARKER
 
 __all__ = ["Caption", "CaptionResult", "BlipCaptioner", "PRECISIONS", "auto_precision"]
 
@@ -71,14 +71,16 @@ class BlipCaptioner:
         num_beams: int = 1,
         precision: str = "fp32",
         device: str = "cpu",
+        sources: ModelSources = ModelSources(),
     ):
         if not prompts:
-            raise ValueError("at least one prompt is needed")
+            raise FatalError("at least one prompt is needed")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+            raise FatalError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1 or num_beams < 1:
-            raise ValueError("need 0 <= min_new_tokens <= max_new_tokens, max_new_tokens >= 1, num_beams >= 1")
+            raise FatalError("need 0 <= min_new_tokens <= max_new_tokens, max_new_tokens >= 1, num_beams >= 1")
         self.uri = uri
+        self.sources = sources
         self.prompts = tuple(prompts)
         self.max_new_tokens = max_new_tokens
         self.min_new_tokens = min_new_tokens
@@ -87,13 +89,13 @@ class BlipCaptioner:
                                    "cpu" if device == "auto" else device)
         self.precision = precision = auto_precision(self.device) if precision == "auto" else precision
         if precision == "int8" and self.device.type != "cpu":
-            raise ValueError("int8 dynamic quantisation runs on the CPU only")
+            raise FatalError("int8 dynamic quantisation runs on the CPU only")
         if precision == "fp16" and self.device.type == "cpu":
-            raise ValueError("fp16 is for GPUs; use bf16 or int8 on the CPU")
+            raise FatalError("fp16 is for GPUs; use bf16 or int8 on the CPU")
         self.model: BlipForConditionalGeneration | None = None
         self.processor: BlipProcessor | None = None
         self.weights = "real"
-        self.info: dict[str, str] = {}
+        self.card: dict[str, str] = {}  # name, version, uri: the model's identity in every output
         self.load_ms = 0.0
         self._prompt_ids = self._prompt_mask = torch.empty(0, dtype=torch.long)
 
@@ -106,7 +108,7 @@ class BlipCaptioner:
         if self.loaded:
             return
         started = time.perf_counter()
-        directory = resolve(self.uri)
+        directory = resolve(self.uri, self.sources)
         try:
             self.processor = BlipProcessor.from_pretrained(directory)
             model = BlipForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
@@ -114,7 +116,7 @@ class BlipCaptioner:
             raise FatalError(f"cannot load BLIP from {self.uri} ({directory}): {exc}") from None
         self.model = self._prepare(model.eval())
         self.weights = _weights_kind(directory)
-        self.info = {"name": _model_name(self.uri), "version": _weights_digest(directory), "uri": self.uri}
+        self.card = {"name": _model_name(self.uri), "version": _weights_digest(directory), "uri": self.uri}
         self._prompt_ids, self._prompt_mask = self._encode_prompts()
         self.load_ms = (time.perf_counter() - started) * 1000
 

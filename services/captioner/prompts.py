@@ -27,9 +27,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from deskgen.common.errors import InvalidInputError
+from deskgen.common.errors import FatalError, InvalidInputError
 
-from .keywords import Keyword
+from deskgen.services.captioner.keywords import Keyword
 
 __all__ = ["Concept", "ConceptBook", "PromptPlan", "concept_book", "objects_phrase", "weekday_of",
            "select_concept", "build_prompt"]
@@ -80,7 +80,7 @@ class ConceptBook:
             problems += [f"{concept.name}: {t!r} is not a negative term"
                          for t in concept.drop_negative if t not in self.negative_terms]
         if problems:
-            raise ValueError(f"{source}: " + "; ".join(problems))
+            raise FatalError(f"{source}: " + "; ".join(problems))
 
     def concept(self, name: str | None) -> Concept:
         """The named concept (default when ``None``); InvalidInputError(unknown_concept) otherwise."""
@@ -144,12 +144,14 @@ def select_concept(request: dict[str, Any], uploaded_at: str,
 
 
 def build_prompt(keywords: list[Keyword], request: dict[str, Any], uploaded_at: str,
-                 book: ConceptBook | None = None) -> PromptPlan:
-    """The generation plan for one job; raises as ``select_concept`` does."""
+                 book: ConceptBook | None = None, featuring: str = "") -> PromptPlan:
+    """The generation plan for one job; ``featuring`` (the chosen products in plain words) follows
+    the object phrase. Raises as ``select_concept`` does."""
     book = book or concept_book()
     concept, theme = select_concept(request, uploaded_at, book)
+    objects = objects_phrase(keywords, book.max_objects, book.objects_fallback)
     prompt = concept.template.format(
-        objects=objects_phrase(keywords, book.max_objects, book.objects_fallback),
+        objects=f"{objects}, featuring {featuring}" if featuring else objects,
         theme=book.weekday_themes[theme] if theme else "",
     )
     return PromptPlan(prompt=prompt, negative_prompt=book.negative_prompt(concept),

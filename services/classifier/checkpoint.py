@@ -25,7 +25,7 @@ from torch import nn
 
 from deskgen.common.errors import FatalError
 
-from .networks import ARCHS, IMAGENET_CLASSES, VGG16_LAYERS, DeskEfficientNet, DeskVGG
+from deskgen.services.classifier.networks import ARCHS, IMAGENET_CLASSES, VGG16_LAYERS, DeskEfficientNet, DeskVGG
 
 __all__ = ["FORMAT", "CONFIG_FILE", "WEIGHTS_FILE", "ModelSpec", "build_network", "load_checkpoint",
            "save_checkpoint", "file_digest"]

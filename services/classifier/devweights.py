@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import ModelSpec, build_network, save_checkpoint
-from .networks import VGG16_LAYERS
+from deskgen.services.classifier.checkpoint import ModelSpec, build_network, save_checkpoint
+from deskgen.services.classifier.networks import VGG16_LAYERS
 
 __all__ = ["SIZES", "build_dev"]
 

@@ -29,13 +29,13 @@ from torch import nn
 from torchvision.models import VGG16_Weights
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import resolve
+from deskgen.common.models import ModelSources, resolve
 
-from .checkpoint import ModelSpec, load_checkpoint
-from .networks import Preprocessing, preprocessing_for
-from .onnx_model import ONNX_FORMAT
-from .scoring import Score, decide, read_logits
-from .settings import DEFAULT_MODEL_URI
+from deskgen.services.classifier.checkpoint import ModelSpec, load_checkpoint
+from deskgen.services.classifier.networks import Preprocessing, preprocessing_for
+from deskgen.services.classifier.onnx_model import ONNX_FORMAT
+from deskgen.services.classifier.scoring import Score, decide, read_logits
+from deskgen.services.classifier.settings import DEFAULT_MODEL_URI
 
 __all__ = ["CLASS_SET_FILE", "IMAGENET_NAMES", "BACKENDS", "ClassSet", "Score",
            "DeskClassifier", "decide", "export_onnx"]
@@ -79,17 +79,19 @@ class DeskClassifier:
             folder names its own, and a different explicit value here is a FatalError.
         backend: ``auto`` | ``torch`` | ``onnxruntime``.
         threshold: overrides the model's (or class set's) threshold.
-        threads: CPU threads for inference (None: the library default, one per core).
+        threads: onnxruntime intra-op threads (None: one per core); torch threads are set once by the service.
         max_batch: most images in one forward pass; longer lists are scored in chunks.
         head_classes: output order of a bare weights file's 2-class head.
     """
 
     def __init__(self, uri: str = DEFAULT_MODEL_URI, *, arch: str | None = None, backend: str = "auto",
                  threshold: float | None = None, threads: int | None = None, max_batch: int = 8,
-                 head_classes: Sequence[str] = ("desk", "not_desk"), class_set: Path = CLASS_SET_FILE):
+                 head_classes: Sequence[str] = ("desk", "not_desk"), class_set: Path = CLASS_SET_FILE,
+                 sources: ModelSources = ModelSources()):
         if backend not in BACKENDS:
             raise FatalError(f"unknown classifier backend {backend!r}; expected one of {BACKENDS}")
         self.uri = uri
+        self.sources = sources
         self.arch = arch
         self.backend = backend
         self.threshold_override = threshold
@@ -129,9 +131,7 @@ class DeskClassifier:
         if self.loaded:
             return
         started = time.perf_counter()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        spec, network = load_checkpoint(resolve(self.uri), arch=self.arch or "efficientnet_lite0",
+        spec, network = load_checkpoint(resolve(self.uri, self.sources), arch=self.arch or "efficientnet_lite0",
                                         head_classes=self.head_classes, expected_arch=self.arch)
         self._class_set = ClassSet.load(self.class_set_file) if not spec.classes else None
         self._preprocess = preprocessing_for(spec.arch)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.vgg import VGG, make_layers
 
-from .scoring import IMAGENET_CLASSES, preprocess
+from deskgen.services.classifier.scoring import IMAGENET_CLASSES, preprocess
 
 __all__ = [
     "ARCHS",

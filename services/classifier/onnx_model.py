@@ -14,9 +14,8 @@ from typing import Sequence
 from PIL import Image
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import resolve
-
-from .scoring import Score, preprocess, read_logits
+from deskgen.common.models import ModelSources, resolve
+from deskgen.services.classifier.scoring import Score, preprocess, read_logits
 
 __all__ = ["ONNX_FORMAT", "OnnxDeskClassifier"]
 
@@ -29,8 +28,10 @@ class OnnxDeskClassifier:
 
     active_backend = "onnxruntime"
 
-    def __init__(self, uri: str, *, threshold: float | None = None, threads: int | None = None, max_batch: int = 8):
+    def __init__(self, uri: str, *, threshold: float | None = None, threads: int | None = None, max_batch: int = 8,
+                 sources: ModelSources = ModelSources()):
         self.uri = uri
+        self.sources = sources
         self.threshold_override = threshold
         self.threads = threads
         self.max_batch = max_batch
@@ -63,7 +64,7 @@ class OnnxDeskClassifier:
         import onnxruntime
 
         started = time.perf_counter()
-        path = resolve(self.uri)
+        path = resolve(self.uri, self.sources)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads or 0
         options.inter_op_num_threads = 1

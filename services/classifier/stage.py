@@ -4,20 +4,40 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from deskgen.common.errors import InvalidInputError
+from deskgen.common.errors import FatalError, InvalidInputError
 from deskgen.common.events import Event
-from deskgen.common.stage import Blobs, Emit, Outcome, Reject
-
-from .scoring import Score, decide
+from deskgen.common.models import ModelSources
+from deskgen.common.stage import Blobs, Emit, Outcome, Reject, Stage
+from deskgen.services.classifier.scoring import Score, decide
+from deskgen.services.classifier.settings import ClassifierSettings
 
 if TYPE_CHECKING:
-    from .model import DeskClassifier
-    from .onnx_model import OnnxDeskClassifier
+    from deskgen.services.classifier.model import DeskClassifier
+    from deskgen.services.classifier.onnx_model import OnnxDeskClassifier
 
-__all__ = ["ClassifierStage"]
+__all__ = ["ClassifierStage", "build_stage"]
 
 
-class ClassifierStage:
+def build_stage(settings: ClassifierSettings) -> ClassifierStage:
+    """The classifier the settings describe (the model loads in ``load``). An ``.onnx`` model is served
+    with ONNX Runtime alone: torch is never imported (the classifier image has none)."""
+    if settings.model.endswith(".onnx"):
+        if settings.backend == "torch":
+            raise FatalError("DESKGEN_CLASSIFIER_BACKEND=torch cannot serve an .onnx DESKGEN_CLASSIFIER_MODEL")
+        from deskgen.services.classifier.onnx_model import OnnxDeskClassifier
+
+        return ClassifierStage(OnnxDeskClassifier(settings.model, threshold=settings.threshold,
+                                                  threads=settings.threads, max_batch=settings.batch_max,
+                                                  sources=ModelSources.load()))
+    from deskgen.services.classifier.model import DeskClassifier
+
+    return ClassifierStage(DeskClassifier(settings.model, arch=settings.arch, backend=settings.backend,
+                                          threshold=settings.threshold, threads=settings.threads,
+                                          max_batch=settings.batch_max, head_classes=settings.head_classes,
+                                          sources=ModelSources.load()))
+
+
+class ClassifierStage(Stage):
     """Scores each uploaded photo; below the threshold the job ends as ``rejected: not_desk``.
 
     ``handle_batch`` decodes every photo, scores the decodable ones in one forward pass (chunks of

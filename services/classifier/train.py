@@ -29,13 +29,17 @@ from torch import nn
 
 from deskgen.common.errors import DeskgenError, FatalError, InvalidInputError
 from deskgen.common.imaging import decode_image
-from deskgen.common.models import resolve
+from deskgen.common.settings import ImageSettings
+from deskgen.common.models import ModelSources, resolve
 
-from .checkpoint import ModelSpec, build_network, load_checkpoint, save_checkpoint
-from .networks import ARCHS, DeskEfficientNet, preprocessing_for
-from .settings import DEFAULT_MODEL_URI
+from deskgen.services.classifier.checkpoint import ModelSpec, build_network, load_checkpoint, save_checkpoint
+from deskgen.services.classifier.networks import ARCHS, DeskEfficientNet, preprocessing_for
+from deskgen.services.classifier.settings import DEFAULT_MODEL_URI
 
 __all__ = ["CLASSES", "TrainReport", "train", "cli"]
+
+# Training photos are local files of the operator's: the decoder's default limits.
+_LIMITS = ImageSettings()
 
 CLASSES = ("desk", "not_desk")
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -184,7 +188,7 @@ def _starting_network(arch: str, init: str | None, from_scratch: bool) -> tuple[
         if from_scratch:
             raise FatalError("--from-scratch is for vgg16; efficientnet_lite0 starts from its packaged ImageNet weights")
         base_uri = init or DEFAULT_MODEL_URI
-        spec, base = load_checkpoint(resolve(base_uri), arch=arch, expected_arch=arch)
+        spec, base = load_checkpoint(resolve(base_uri, ModelSources.load()), arch=arch, expected_arch=arch)
         network = DeskEfficientNet(head_classes=2)
         missing = network.load_state_dict(base.state_dict(), strict=False).missing_keys
         if set(missing) - {"head.weight", "head.bias"}:
@@ -197,7 +201,7 @@ def _starting_network(arch: str, init: str | None, from_scratch: bool) -> tuple[
     if not init:
         raise FatalError("no ImageNet VGG16 weights are available offline: pass --init URI (a VGG16 "
                          "checkpoint or state dict to fine-tune) or --from-scratch (random, for testing)")
-    spec, network = load_checkpoint(resolve(init), arch=arch, expected_arch=arch)
+    spec, network = load_checkpoint(resolve(init, ModelSources.load()), arch=arch, expected_arch=arch)
     if spec.imagenet:  # ImageNet VGG16 weights: swap the 1000-way layer for a 2-way one
         network.classifier[-1] = nn.Linear(network.classifier[-1].in_features, len(CLASSES))
     return replace(spec, imagenet=False, base=init), network
@@ -223,7 +227,7 @@ def _embed(network: nn.Module, arch: str, samples: list[tuple[Path, int]], batch
 
 def _read(path: Path) -> Image.Image:
     try:
-        return decode_image(path.read_bytes())
+        return decode_image(path.read_bytes(), _LIMITS)
     except InvalidInputError as exc:
         raise FatalError(f"training photo {path}: {exc}") from None
 

@@ -6,6 +6,9 @@ format), so the service loads it through exactly the code path it uses for Fluen
 
     <out>/model_index.json, unet/, vae/, text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/
     <out>/loras/{dalle,ott,3d}/pytorch_lora_weights.safetensors
+    <out>/loras/fast/pytorch_lora_weights.safetensors   the few-step LoRA of mode option fast
+    <out>/sam/                            SAM (transformers: model and processor) for keep_devices masks
+    <out>/unet-inpaint/                   (tiny only) a 9-channel inpainting UNet
     <out>/deskgen-dev-weights.json        marks the weights as random ("weights": "dev-random")
 
 ``tiny`` follows diffusers' test-sized SDXL (≈ 3–11 MB, a few hundred ms per image on a CPU) for
@@ -28,14 +31,18 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from tokenizers import pre_tokenizers
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, SamConfig,
+                          SamImageProcessor, SamModel, SamProcessor)
 
 from deskgen.services.generator.presets import evaluation_prompts, load_presets
 
-__all__ = ["build_dev", "DEV_MARKER", "LORA_FILE"]
+__all__ = ["build_dev", "build_dev_locator", "DEV_MARKER", "LORA_FILE", "FAST_LORA", "SAM_DIR", "INPAINT_UNET_DIR"]
 
 DEV_MARKER = "deskgen-dev-weights.json"
 LORA_FILE = "pytorch_lora_weights.safetensors"
+FAST_LORA = "loras/fast"
+SAM_DIR = "sam"
+INPAINT_UNET_DIR = "unet-inpaint"
 
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 _MERGES = 400  # with 2 special and 512 byte symbols this stays under the tiny text encoders' 1000 ids
@@ -71,6 +78,15 @@ _SIZES = {
                                projection_dim=32, hidden_act="gelu", vocab_size=1000),
         "lora_rank": 4,
         "dtype": torch.float32,
+        # SAM at 256² input instead of 1024² keeps the tiny model fast; the processor saved with it says so.
+        "sam": dict(vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, output_channels=32,
+                                       global_attn_indexes=[1], window_size=7, mlp_dim=64, image_size=256,
+                                       num_pos_feats=16),
+                    prompt_encoder_config=dict(hidden_size=32, image_size=256),
+                    mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                                             iou_head_hidden_dim=32)),
+        "sam_side": 256,
+        "inpaint_unet": True,
     },
     "full": {
         "unet": dict(
@@ -101,6 +117,9 @@ _SIZES = {
                                num_hidden_layers=32, projection_dim=1280, hidden_act="gelu", vocab_size=49408),
         "lora_rank": 32,
         "dtype": torch.float16,
+        "sam": {},  # transformers' SamConfig defaults: the sam-vit-base architecture
+        "sam_side": 1024,
+        "inpaint_unet": False,  # another 2.6 B parameters; the full-size proof inpaints with the base UNet
     },
 }
 
@@ -143,11 +162,46 @@ def build_dev(out: pathlib.Path, size: str = "tiny", *, seed: int = 0, **options
         pipe.to(spec["dtype"])
     pipe.save_pretrained(out)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*multiple adapters.*")  # three adapters on purpose
+        warnings.filterwarnings("ignore", message=".*multiple adapters.*")  # four adapters on purpose
         for name in load_presets().adapters:
             print(f"generator dev weights ({size}): LoRA {name}", flush=True)
             _save_random_lora(pipe, name, spec["lora_rank"], out / "loras" / name)
+        print(f"generator dev weights ({size}): fast LoRA", flush=True)
+        _save_random_lora(pipe, "fast", spec["lora_rank"], out / FAST_LORA)
+    print(f"generator dev weights ({size}): SAM", flush=True)
+    side = spec["sam_side"]
+    SamModel(SamConfig(**spec["sam"])).save_pretrained(out / SAM_DIR)
+    SamProcessor(image_processor=SamImageProcessor(size={"longest_edge": side},
+                                                   pad_size={"height": side, "width": side})).save_pretrained(
+        out / SAM_DIR)
+    if spec["inpaint_unet"]:
+        print(f"generator dev weights ({size}): inpainting UNet", flush=True)
+        UNet2DConditionModel(in_channels=9, out_channels=4, use_linear_projection=True,
+                             addition_embed_type="text_time", **spec["unet"]).save_pretrained(out / INPAINT_UNET_DIR)
     (out / DEV_MARKER).write_text(json.dumps({"weights": "dev-random", "size": size, "seed": seed}, indent=2) + "\n")
+    return out
+
+
+def build_dev_locator(out: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+    """A tiny OWLv2 detector with random weights (``Owlv2ForObjectDetection`` + its processor,
+    ``save_pretrained`` layout, 64² input) for the generator's ``owlv2`` locator; return ``out``."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = _build_tokenizer(specials_last=True)
+    tokenizer.model_max_length = 16
+    layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = Owlv2Config(
+        text_config=dict(**layers, vocab_size=len(tokenizer), max_position_embeddings=16,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(**layers, image_size=64, patch_size=16), projection_dim=32)
+    Owlv2ForObjectDetection(config).save_pretrained(out)
+    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
+                   tokenizer=tokenizer).save_pretrained(out)
+    (out / DEV_MARKER).write_text(json.dumps({"weights": "dev-random", "size": "tiny", "seed": seed}, indent=2) + "\n")
     return out
 
 
@@ -171,11 +225,12 @@ def _save_random_lora(pipe: StableDiffusionXLPipeline, name: str, rank: int, fol
     StableDiffusionXLPipeline.save_lora_weights(folder, weight_name=LORA_FILE, **layers)
 
 
-def _build_tokenizer() -> CLIPTokenizer:
+def _build_tokenizer(specials_last: bool = False) -> CLIPTokenizer:
     """A CLIP tokenizer (byte-level BPE, ``</w>`` word ends) with merges learnt from the seed prompts.
 
     The vocabulary holds both special tokens, every byte symbol with and without ``</w>`` (so any
-    text tokenizes, never to unknown), and up to ``_MERGES`` merges of frequent pairs.
+    text tokenizes, never to unknown), and up to ``_MERGES`` merges of frequent pairs. The special
+    tokens come first, or last with ``specials_last`` (OWLv2 ignores a query whose first id is 0).
     """
     backend = CLIPTokenizer().backend_tokenizer  # CLIP's own normaliser and pre-tokeniser
     prompts, negative_prompt = evaluation_prompts()
@@ -184,7 +239,7 @@ def _build_tokenizer() -> CLIPTokenizer:
         for piece, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)):
             words[(*piece[:-1], piece[-1] + "</w>")] += 1
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = [_BOS, _EOS, *alphabet, *(symbol + "</w>" for symbol in alphabet)]
+    vocab = [*alphabet, *(symbol + "</w>" for symbol in alphabet)]
     merges: list[tuple[str, str]] = []
     while len(merges) < _MERGES:
         pairs: Counter[tuple[str, str]] = Counter()
@@ -199,6 +254,7 @@ def _build_tokenizer() -> CLIPTokenizer:
         merges.append(best)
         vocab.append(best[0] + best[1])
         words = Counter({_merge(word, best): count for word, count in words.items()})
+    vocab = [*vocab, _BOS, _EOS] if specials_last else [_BOS, _EOS, *vocab]
     return CLIPTokenizer(vocab={token: index for index, token in enumerate(vocab)}, merges=merges,
                          pad_token=_EOS, model_max_length=77)
 

@@ -18,10 +18,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import resolve
+from deskgen.common.models import ModelSources, resolve
 from deskgen.common.settings import load
 from deskgen.services.generator.devweights import DEV_MARKER
-from deskgen.services.generator.model import GenerationOptions, GeneratorModel, build_model
+from deskgen.services.generator.model import FAST_ADAPTER, GenerationOptions, GeneratorModel, build_model
 from deskgen.services.generator.presets import evaluation_prompts, load_presets
 from deskgen.services.generator.settings import GeneratorSettings
 from deskgen.services.generator.stage import derive_seed
@@ -48,9 +48,10 @@ def cli(argv: list[str]) -> int:
         settings = load(GeneratorSettings)
         lora_uris = dict(item.split("=", 1) for item in args.lora)
         model_uri = args.model or settings.model
-        base = resolve(model_uri)
+        base = resolve(model_uri, ModelSources.load())
         if (base / DEV_MARKER).is_file():
-            lora_uris = {name: str(base / "loras" / name) for name in load_presets().adapters} | lora_uris
+            lora_uris = {name: str(base / "loras" / name)
+                         for name in (*load_presets().adapters, FAST_ADAPTER)} | lora_uris
         model = build_model(settings, model_uri=model_uri, lora_uris=lora_uris, warmup=False)
         model.load()
     except FatalError as exc:

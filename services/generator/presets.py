@@ -11,6 +11,8 @@ import pathlib
 from dataclasses import dataclass
 from functools import cache
 
+from deskgen.common.errors import FatalError
+
 __all__ = ["Preset", "PresetTable", "load_presets", "evaluation_prompts", "PRESETS_FILE"]
 
 PRESETS_FILE = pathlib.Path(__file__).with_name("presets.json")
@@ -43,7 +45,7 @@ class PresetTable:
 
 @cache
 def load_presets(path: pathlib.Path = PRESETS_FILE) -> PresetTable:
-    """Read and check the preset table; ValueError names the first bad entry."""
+    """Read and check the preset table; FatalError names the first bad entry."""
     table = json.loads(pathlib.Path(path).read_text())
     adapters = tuple(table["adapters"])
     presets = {}
@@ -51,12 +53,12 @@ def load_presets(path: pathlib.Path = PRESETS_FILE) -> PresetTable:
         weights = entry["adapters"]
         unknown = set(weights) - set(adapters)
         if unknown:
-            raise ValueError(f"preset {name!r} uses unknown adapters {sorted(unknown)}; known: {list(adapters)}")
+            raise FatalError(f"preset {name!r} uses unknown adapters {sorted(unknown)}; known: {list(adapters)}")
         if not weights or not all(isinstance(w, (int, float)) and math.isfinite(w) and 0 < w <= 2
                                   for w in weights.values()):
-            raise ValueError(f"preset {name!r} needs at least one adapter, each weight in (0, 2]")
+            raise FatalError(f"preset {name!r} needs at least one adapter, each weight in (0, 2]")
         if entry.get("group") not in ("seed", "concept"):
-            raise ValueError(f"preset {name!r}: group must be 'seed' or 'concept'")
+            raise FatalError(f"preset {name!r}: group must be 'seed' or 'concept'")
         mix = tuple((adapter, float(weights[adapter])) for adapter in adapters if adapter in weights)
         presets[name] = Preset(name=name, group=entry["group"], mix=mix)
     return PresetTable(adapters=adapters, presets=presets)

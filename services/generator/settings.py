@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Literal
 
-__all__ = ["GeneratorSettings", "SCHEDULER_NAMES"]
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from deskgen.common.catalogue import categories
+from deskgen.common.settings import StageSettings
+
+__all__ = ["GeneratorSettings", "SCHEDULER_NAMES", "FAST_SCHEDULER_NAMES"]
 
 # "default" is the scheduler saved with the base model; the others are built from its config.
 SCHEDULER_NAMES = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
+# Few-step schedulers, used only with the fast LoRA they match: LCM/TCD for LCM and TCD LoRAs,
+# Euler with trailing timesteps for SDXL-Lightning and Hyper-SD.
+FAST_SCHEDULER_NAMES = ("lcm", "tcd", "euler_trailing")
 
 _PRIVATE_LORA = ("The service LoRAs are private (trained by the original team on 366 desk photos): this "
                  "placeholder does not resolve; point it at s3:// or file:// weights, or at the dev weights "
                  "(<dev-models>/generator-tiny/loras/{name}). diffusers or Kohya safetensors; a folder or a file.")
 
 
-class GeneratorSettings(BaseSettings):
+class GeneratorSettings(StageSettings):
     """Model sources, generation defaults and bounds, and GPU options of the generator."""
 
     model_config = SettingsConfigDict(env_prefix="DESKGEN_GENERATOR_", extra="ignore", case_sensitive=False)
@@ -50,9 +58,10 @@ class GeneratorSettings(BaseSettings):
     allowed_schedulers: list[str] = Field(list(SCHEDULER_NAMES), description="Schedulers a request may name "
                                           "(JSON list).")
 
-    device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda or cuda:N.")
-    dtype: str = Field("auto", description="auto (float16 on cuda, float32 on cpu), float16, bfloat16, float32.")
-    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default).")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+                        description="auto (cuda when available, else cpu), cpu, cuda or cuda:N.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="auto (float16 on cuda, float32 on cpu), float16, bfloat16, float32.")
     fast_switch: bool = Field(True, description="Switch presets by writing each LoRA layer's scale directly "
                               "(layers collected once) instead of diffusers' set_adapters, which walks every module.")
     channels_last: bool = Field(True, description="channels_last memory format for the UNet and VAE on cuda.")
@@ -66,6 +75,53 @@ class GeneratorSettings(BaseSettings):
                          "when compile is on), so the first job pays no warm-up.")
     png_compress_level: int = Field(4, ge=0, le=9, description="PNG zlib level of the stored image "
                                     "(0 fastest, 9 smallest).")
+    locator: Literal["auto", "owlv2", "cam", "off"] = Field(
+        "auto", description="How the recommended products are located in the stored image: owlv2 (open-vocabulary "
+        "detection), cam (class-activation maps of the packaged EfficientNet-Lite0 ImageNet model, works offline), "
+        "auto (OWLv2 when its weights resolve, else cam), off.")
+    locator_model: str = Field("", description="Weights of the locator (empty: hf://google/owlv2-base-patch16-ensemble "
+                               "for owlv2, the packaged EfficientNet-Lite0 for cam); dev weights: "
+                               "<dev-models>/locator-owlv2-tiny.")
+
+    # Mode option fast: a few-step LoRA on top of the preset's mix, CFG off.
+    fast_lora: str = Field("hf://latent-consistency/lcm-lora-sdxl", description="URI of the few-step LoRA "
+                           "used by requests with fast=true (LCM, TCD, SDXL-Lightning or Hyper-SD; one safetensors "
+                           "file or a folder holding one). Empty: fast requests are refused.")
+    fast_scheduler: str = Field("lcm", description=f"Scheduler matching the fast LoRA, one of "
+                                f"{', '.join(FAST_SCHEDULER_NAMES)} (euler_trailing for SDXL-Lightning/Hyper-SD).")
+    fast_weight: float = Field(1.0, gt=0, le=2, description="Adapter weight of the fast LoRA.")
+    fast_steps: int = Field(4, ge=1, description="Default steps of a fast request.")
+    fast_max_steps: int = Field(8, ge=1, description="Most steps a fast request may ask for.")
+
+    # Mode keep_devices: inpaint around the user's own devices, found by the locator.
+    keep_categories: list[str] = Field(["monitor", "keyboard", "mouse", "laptop", "speaker"], description="Product "
+                                       "categories (common/categories.json) that keep_devices keeps (JSON list).")
+    strength: float = Field(0.9, gt=0, le=1, description="Default inpainting strength of keep_devices (1: the "
+                            "area around the devices starts from pure noise).")
+    min_strength: float = Field(0.3, gt=0, le=1, description="Lowest strength a request may ask for.")
+    inpaint_unet: str = Field("", description="Optional URI of a dedicated 9-channel SDXL inpainting UNet (a "
+                              "diffusers folder, or a pipeline folder with unet/). Empty: the base UNet inpaints.")
+    sam: str = Field("hf://facebook/sam-vit-base", description="SAM checkpoint (transformers) that refines "
+                     "device boxes into masks. Empty: the boxes themselves, grown by mask_grow.")
+    mask_grow: float = Field(0.02, ge=0, le=0.25, description="How far a device box is grown on each side when "
+                             "no SAM is configured, as a fraction of the image's longer side.")
+    feather_px: int = Field(6, ge=0, le=64, description="Width of the soft edge outside each kept region where "
+                            "the original pixels fade into the generated ones.")
+
+    @field_validator("keep_categories")
+    @classmethod
+    def _known_categories(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - set(categories())
+        if unknown:
+            raise ValueError(f"unknown categories {sorted(unknown)}; known: {sorted(categories())}")
+        return value
+
+    @field_validator("fast_scheduler")
+    @classmethod
+    def _known_fast_scheduler(cls, value: str) -> str:
+        if value not in FAST_SCHEDULER_NAMES:
+            raise ValueError(f"must be one of {list(FAST_SCHEDULER_NAMES)}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "GeneratorSettings":
@@ -83,9 +139,9 @@ class GeneratorSettings(BaseSettings):
             (self.width % self.size_multiple == 0 and self.height % self.size_multiple == 0,
              "width and height must be multiples of size_multiple"),
             (self.size_multiple % 8 == 0, "size_multiple must be a multiple of 8"),
-            (self.dtype in ("auto", "float16", "bfloat16", "float32"), "dtype must be auto, float16, bfloat16 or float32"),
-            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-             "device must be auto, cpu, cuda or cuda:N"),
+            (self.min_steps <= self.fast_steps <= self.fast_max_steps <= self.max_steps,
+             "fast_steps must lie in [min_steps, fast_max_steps] and fast_max_steps ≤ max_steps"),
+            (self.min_strength <= self.strength, "strength must be ≥ min_strength"),
         ]
         for ok, message in checks:
             if not ok:

@@ -27,7 +27,7 @@ import onnxruntime
 import torch
 from PIL import Image
 
-from deskgen.common.models import dev_models_dir, resolve
+from deskgen.common.models import ModelSources, dev_models_dir, resolve
 from deskgen.services.classifier.checkpoint import load_checkpoint
 from deskgen.services.classifier.devweights import build_dev
 from deskgen.services.classifier.model import DeskClassifier
@@ -86,7 +86,7 @@ def _served(uri: str | Path, backend: str, threads: int | None):
 
 def _plain(uri: str | Path, arch: str, device: str, *, channels_last: bool = False, dtype=torch.float32):
     """The seed's way: load, then call the module eagerly on preprocessed tensors."""
-    _, network = load_checkpoint(resolve(str(uri)), arch=arch)
+    _, network = load_checkpoint(resolve(str(uri), ModelSources.load()), arch=arch)
     network = network.to(device=device, dtype=dtype)
     preprocess = preprocessing_for(arch)
 

@@ -1,13 +1,17 @@
-"""Generator benchmark: per-preset latency, peak VRAM and preset-switch cost.
+"""Generator benchmark: per-preset latency, peak VRAM, preset-switch cost, keep_devices and fast.
 
     python tests/bench/bench_generator.py [--quick] [--compile]
+    python tests/bench/bench_generator.py --cpu-full-proof
 
 With CUDA: the full SDXL architecture (dev weights, built under .cache/dev-models/generator-full
 if missing, or DESKGEN_GENERATOR_MODEL with its LoRAs), 1024², 30 steps: plain diffusers fp16 with
-one preset (the baseline) against the service path, per-preset latency and peak VRAM, and preset
-switch time with set_adapters against the fast switch — all in one run.
+one preset (the baseline) against the service path, per-preset latency and peak VRAM, preset
+switch time with set_adapters against the fast switch, keep_devices (inpainting from the shared
+components) and fast at 4 steps in both modes — all in one run.
 Without CUDA: tiny dev weights on the CPU (latencies say nothing about SDXL speed), and the switch
 cost on the full SDXL module tree built on the meta device (no weights, the same Python work).
+``--cpu-full-proof``: the full SDXL architecture (dev weights) on the CPU at 1024², 2 steps, both
+modes, with peak RSS — proof that the full-size paths load and run (≈ 11 GB RAM, many minutes).
 """
 
 from __future__ import annotations
@@ -17,22 +21,29 @@ import datetime
 import os
 import pathlib
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "stack")]
 
 import torch  # noqa: E402
 
 from deskgen.common.models import dev_models_dir  # noqa: E402
-from deskgen.services.generator.devweights import _SIZES, build_dev  # noqa: E402
-from deskgen.services.generator.model import (AdapterSwitch, GenerationOptions, GeneratorModel,  # noqa: E402
-                                              RuntimeOptions)
+from deskgen.services.generator.devweights import _SIZES, FAST_LORA, SAM_DIR, build_dev  # noqa: E402
+from deskgen.services.generator.locate import CamDetector  # noqa: E402
+from deskgen.services.generator.masks import DeviceMasker  # noqa: E402
+from deskgen.services.generator.model import (AdapterSwitch, FastLora, GenerationOptions,  # noqa: E402
+                                              GeneratorModel, RuntimeOptions)
 from deskgen.services.generator.presets import evaluation_prompts, load_presets  # noqa: E402
+from samples import draw_desk  # noqa: E402
 
 SWITCH_ORDER = ["ott_3d", "dalle_only", "mix", "3d_only", "dalle_ott", "dalle_3d", "ott_only"]
 
@@ -41,12 +52,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--compile", action="store_true", help="(cuda) torch.compile the UNet in the service path")
+    parser.add_argument("--cpu-full-proof", action="store_true",
+                        help="full SDXL architecture on the CPU, 1024², 2 steps, both modes, peak RSS")
     args = parser.parse_args()
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and not args.cpu_full_proof
     device = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores, {platform.processor() or '?'})"
     print(f"# bench_generator — {datetime.datetime.now().isoformat(timespec='minutes')} — "
           f"{platform.node()}, {device}, torch {torch.__version__}\n")
-    rows = _cuda_rows(args) if cuda else _cpu_rows(args)
+    if args.cpu_full_proof:
+        rows = _cpu_full_proof_rows()
+    else:
+        rows = _cuda_rows(args) if cuda else _cpu_rows(args)
     print("| measurement | value |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
@@ -74,6 +90,69 @@ def _latency_rows(model: GeneratorModel, options: GenerationOptions, label: str,
     return rows
 
 
+def _mode_rows(model: GeneratorModel, masker: DeviceMasker, options: GenerationOptions, label: str,
+               fast_steps: int, fast_scheduler: str, cuda: bool) -> list:
+    """keep_devices at ``options``; fast at ``fast_steps`` in both modes (preset ott_3d, the drawn desk)."""
+    prompt, negative = evaluation_prompts()[0][0], evaluation_prompts()[1]
+    preset = model.presets.presets["ott_3d"]
+    photo, keep = _desk_and_mask(masker, (options.width, options.height))
+    fast = replace(options, steps=fast_steps, guidance=0.0, scheduler=fast_scheduler, fast=True)
+    runs = [(f"{label}, keep_devices, {options.steps} steps, strength {options.strength}", options, True),
+            (f"{label}, fast restyle, {fast_steps} steps", fast, False),
+            (f"{label}, fast keep_devices, {fast_steps} steps", fast, True)]
+    rows = []
+    for name, run_options, keep_devices in runs:
+        for _ in range(2):  # the first run warms up
+            if keep_devices:
+                result = model.inpaint(prompt, negative, preset, run_options, photo, keep, feather_px=6)
+            else:
+                result = model.generate(prompt, negative, preset, run_options)
+        vram = f", peak VRAM {result.peak_gpu_mem_bytes / 1e9:.2f} GB" if cuda else ""
+        rows.append((name, f"{result.inference_ms / 1000:.3f} s{vram}"))
+    return rows
+
+
+def _desk_and_mask(masker: DeviceMasker, size: tuple[int, int]):
+    """A drawn desk photo resized to ``size`` and the keep mask of the devices the offline detector finds on it."""
+    from PIL import Image
+
+    from deskgen.services.generator.settings import GeneratorSettings
+
+    detector = CamDetector()
+    detector.load()
+    photo = draw_desk(seed=0, size=(320, 240))
+    found = detector.detect(photo, GeneratorSettings().keep_categories)
+    photo = photo.resize(size, Image.Resampling.LANCZOS)
+    return photo, masker.mask(photo, [hit.box for hits in found.values() for hit in hits])
+
+
+def _cpu_full_proof_rows() -> list:
+    """Full-size dev weights on the CPU: load, then one 1024² image per mode at 2 steps; peak RSS."""
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    base = dev_models_dir() / "generator-full"
+    if not (base / SAM_DIR / "config.json").is_file():
+        build_dev(base, size="full")
+    started = time.perf_counter()
+    model = GeneratorModel(str(base), {name: str(base / "loras" / name) for name in load_presets().adapters},
+                           options=RuntimeOptions(device="cpu"), fast=FastLora(str(base / FAST_LORA)))
+    model.load()
+    masker = DeviceMasker(str(base / SAM_DIR), grow=0.02)
+    masker.load()
+    rows = [("full SDXL dev weights on CPU: load (s)", f"{time.perf_counter() - started:.1f}")]
+    options = GenerationOptions(steps=2, guidance=5.0, width=1024, height=1024, scheduler="default", seed=1,
+                                strength=1.0)
+    prompt, negative = evaluation_prompts()[0][0], evaluation_prompts()[1]
+    preset = model.presets.presets["ott_3d"]
+    result = model.generate(prompt, negative, preset, options)
+    rows.append(("full SDXL on CPU, restyle, 1024², 2 steps (s)", f"{result.inference_ms / 1000:.1f}"))
+    photo, keep = _desk_and_mask(masker, (1024, 1024))
+    result = model.inpaint(prompt, negative, preset, options, photo, keep, feather_px=6)
+    rows.append(("full SDXL on CPU, keep_devices (SAM vit-base arch), 1024², 2 steps (s)",
+                 f"{result.inference_ms / 1000:.1f}"))
+    rows.append(("peak RSS (GB)", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f}"))
+    return rows
+
+
 def _cpu_rows(args) -> list:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     rows = []
@@ -81,15 +160,21 @@ def _cpu_rows(args) -> list:
         base = build_dev(pathlib.Path(tmp) / "generator-tiny", size="tiny")
         loras = {name: str(base / "loras" / name) for name in load_presets().adapters}
         options = GenerationOptions(steps=2 if args.quick else 4, guidance=5.0, width=64, height=64,
-                                    scheduler="default", seed=1)
+                                    scheduler="default", seed=1, strength=0.9)
         repeats = 3 if args.quick else 20
         for fast in (False, True):
-            model = GeneratorModel(str(base), loras, options=RuntimeOptions(device="cpu", fast_switch=fast))
+            model = GeneratorModel(str(base), loras, options=RuntimeOptions(device="cpu", fast_switch=fast),
+                                   fast=FastLora(str(base / FAST_LORA)))
             model.load()
             label = "fast switch" if fast else "set_adapters"
             rows.append((f"tiny/CPU preset switch, {label} (median ms)", f"{_switch_ms(model, repeats):.3f}"))
             if fast:
-                rows += _latency_rows(model, options, f"tiny/CPU 64², {options.steps} steps latency", cuda=False)
+                label = f"tiny/CPU 64², {options.steps} steps latency"
+                rows += _latency_rows(model, options, label, cuda=False)
+                masker = DeviceMasker(str(base / SAM_DIR), grow=0.02)
+                masker.load()
+                rows += _mode_rows(model, masker, options, "tiny/CPU 64²", fast_steps=2, fast_scheduler="lcm",
+                                   cuda=False)
     rows += _meta_switch_rows(repeats)
     return rows
 
@@ -140,26 +225,30 @@ def _cuda_rows(args) -> list:
     if base_uri:
         from deskgen.services.generator.settings import GeneratorSettings
 
-        lora_uris = GeneratorSettings().lora_uris()
+        settings = GeneratorSettings()
+        lora_uris, fast_uri, sam_uri = settings.lora_uris(), settings.fast_lora, settings.sam
+        fast_scheduler = settings.fast_scheduler
     else:
         base = dev_models_dir() / "generator-full"
-        if not (base / "model_index.json").is_file():
+        if not (base / SAM_DIR / "config.json").is_file():
             build_dev(base, size="full")
-        base_uri = str(base)
+        base_uri, fast_uri, sam_uri, fast_scheduler = str(base), str(base / FAST_LORA), str(base / SAM_DIR), "lcm"
         lora_uris = {name: str(base / "loras" / name) for name in load_presets().adapters}
     steps = 10 if args.quick else 30
-    options = GenerationOptions(steps=steps, guidance=5.0, width=1024, height=1024, scheduler="default", seed=1)
+    options = GenerationOptions(steps=steps, guidance=5.0, width=1024, height=1024, scheduler="default", seed=1,
+                                strength=0.9)
     prompt, negative = evaluation_prompts()[0][0], evaluation_prompts()[1]
     rows = []
 
     # Baseline: plain diffusers, fp16, one preset (ott_3d) set once.
-    from deskgen.common.models import resolve
+    from deskgen.common.models import ModelSources, resolve
     from deskgen.services.generator.model import lora_file
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(resolve(base_uri), dtype=torch.float16).to("cuda")
+    sources = ModelSources.load()
+    pipe = StableDiffusionXLPipeline.from_pretrained(resolve(base_uri, sources), dtype=torch.float16).to("cuda")
     pipe.set_progress_bar_config(disable=True)
     for name, uri in lora_uris.items():
-        pipe.load_lora_weights(load_file(str(lora_file(resolve(uri)))), adapter_name=name)
+        pipe.load_lora_weights(load_file(str(lora_file(resolve(uri, sources)))), adapter_name=name)
     pipe.set_adapters(["ott", "3d"], [0.7, 0.5])
     timings = []
     for _ in range(2):
@@ -175,13 +264,17 @@ def _cuda_rows(args) -> list:
 
     for fast in (False, True):
         model = GeneratorModel(base_uri, lora_uris, options=RuntimeOptions(
-            device="cuda", fast_switch=fast, compile=args.compile and fast))
+            device="cuda", fast_switch=fast, compile=args.compile and fast), fast=FastLora(fast_uri), sources=sources)
         model.load()
         label = "fast switch" if fast else "set_adapters"
         rows.append((f"preset switch, {label} (median ms)", f"{_switch_ms(model, 3 if args.quick else 10):.2f}"))
         if fast:
-            rows += _latency_rows(model, options, f"service path 1024², {steps} steps"
-                                  + (", compiled" if args.compile else ""), cuda=True)
+            label = f"service path 1024², {steps} steps" + (", compiled" if args.compile else "")
+            rows += _latency_rows(model, options, label, cuda=True)
+            masker = DeviceMasker(sam_uri, grow=0.02, device="cuda", sources=sources)
+            masker.load()
+            rows += _mode_rows(model, masker, options, "service path 1024²", fast_steps=4,
+                              fast_scheduler=fast_scheduler, cuda=True)
         del model
         torch.cuda.empty_cache()
     return rows

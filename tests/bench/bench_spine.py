@@ -31,10 +31,10 @@ import localstack  # noqa: E402
 from deskgen.common import events  # noqa: E402
 
 PASSTHROUGH = '''
-from deskgen.common.runtime import serve
-from deskgen.common.stage import Emit
+from deskgen.common.service import serve
+from deskgen.common.stage import Emit, Stage
 
-class PassThrough:
+class PassThrough(Stage):
     name, consumes, produces, section = "classifier", "uploaded", "classified", "classification"
     batch_max = 64
     def load(self): pass

@@ -11,7 +11,7 @@ import chaos
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
 CI_RUN = chaos.Options(jobs=40, kills=10, broker_restart=True, s3_outage_s=10, seed=7, kill_interval_s=3.0,
-                       baseline_rate=4.0, drain_timeout_s=120)
+                       baseline_rate=4.0, drain_timeout_s=300)
 
 
 def test_kills_broker_restart_and_s3_outage_lose_and_duplicate_nothing(pipeline, dev_models):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -79,27 +80,40 @@ def test_captioner_turns_a_classified_photo_into_a_prompt(pipeline, dev_models):
     assert list(event["timeline"]) == ["classifier", "captioner"]
 
 
-def test_generator_stores_a_png_of_the_requested_size(pipeline, dev_models):
+def test_generator_stores_a_png_of_the_requested_size_and_keeps_the_users_devices(pipeline, dev_models):
     pipeline.create_topics()
     pipeline.start("generator", real=True, **dev_models)
+    photo = draw_desk(seed=0, size=(320, 240))
+    pipeline.store.put("uploads/job-keep/original.png", _png(photo), "image/png")
     prompt = "a clean modern desk setup with a large monitor"
     for job, request in (("job-gen", {"width": 96, "height": 64, "preset": "dalle_ott"}),
-                         ("job-bad-steps", {"steps": 500})):
+                         ("job-bad-steps", {"steps": 500}),
+                         ("job-keep", {"mode": "keep_devices", "fast": True, "width": 96, "height": 64})):
         pipeline.publish("captioned", {
             "job_id": job, "image_key": f"uploads/{job}/original.png", "uploaded_at": events.now(),
             "request": request, "timeline": {},
             "captioning": {"captions": [], "keywords": [], "prompt": prompt, "negative_prompt": "blurry",
                            "preset": "basic", "concept": "BASIC", "model": {"name": "t", "version": "1"}}})
 
-    results = pipeline.results(["job-gen", "job-bad-steps"], timeout=180)
+    results = pipeline.results(["job-gen", "job-bad-steps", "job-keep"], timeout=180)
 
     [result] = results["job-gen"]
     assert result["status"] == "succeeded", result
     output = result["output"]
     assert output["image_key"] == "generated/job-gen/dalle_ott.png"
     assert output["adapters"] == {"dalle": 0.7, "ott": 0.5}
+    assert (output["mode"], output["fast"]) == ("restyle", False)
     image = Image.open(io.BytesIO(pipeline.store.get(output["image_key"])))
     assert (image.format, image.size) == ("PNG", (96, 64))
     [bad] = results["job-bad-steps"]
     assert (bad["status"], bad["reason"]) == ("rejected", "options_out_of_bounds")
     assert "steps=500" in bad["detail"]
+    [kept] = results["job-keep"]
+    assert kept["status"] == "succeeded", kept
+    output = kept["output"]
+    assert (output["mode"], output["fast"], output["mask_key"]) == ("keep_devices", True, "generated/job-keep/mask.png")
+    assert "monitor" in [device["label"] for device in output["kept_devices"]]
+    image = np.asarray(Image.open(io.BytesIO(pipeline.store.get(output["image_key"]))).convert("RGB"))
+    keep = np.asarray(Image.open(io.BytesIO(pipeline.store.get(output["mask_key"])))) == 255
+    original = np.asarray(photo.resize((96, 64), Image.Resampling.LANCZOS))
+    assert keep.any() and np.array_equal(image[keep], original[keep])

@@ -230,3 +230,19 @@ def test_sigterm_stops_a_service_cleanly(pipeline):
     classifier = pipeline.start("classifier")
     classifier.wait_log(r"assigned", timeout=60)
     assert classifier.terminate(timeout=30) == 0
+
+
+def test_a_stop_during_a_retry_backoff_is_logged_as_such_and_the_job_is_redelivered(pipeline):
+    pipeline.create_topics(partitions=1)
+    flaky = pipeline.start("classifier", TEST_STAGE_TRANSIENT="1", DESKGEN_RETRY_BASE_MS="60000",
+                           DESKGEN_RETRY_MAX_MS="60000")
+    job = pipeline.submit()
+    flaky.wait_log(r"transient failure on 1 job\(s\), attempt 1/")
+
+    assert flaky.terminate() == 0
+    assert "stopped during a retry backoff" in flaky.log()
+    assert "shutdown grace exceeded" not in flaky.log()
+    pipeline.start("classifier")
+    pipeline.start("captioner")
+    pipeline.start("generator")
+    _assert_one_result_each(pipeline, pipeline.results([job]))

@@ -1,11 +1,8 @@
 """Small, real stages for testing the runtime: they read the photo from S3 through the shared
 decoder, make a decision from its pixels and write a PNG, with no model.
 
-Run one as a service: ``python tests/support/stages.py classifier|captioner|generator``.
-``TEST_STAGE_SLEEP_S`` makes every job take that long (slow-job and crash tests);
-``TEST_STAGE_DIE_ON_WIDTH`` makes the classifier kill its own process on a photo of that width, the
-way a native crash in a decoder would; ``TEST_STAGE_STOP_FETCHING`` makes its Kafka client stop
-fetching the partitions it is assigned (a stuck client).
+Run one as a service: ``python tests/support/stages.py classifier|captioner|generator``: the same
+start-up as ``deskgen run`` (``build_stage`` + ``common.service.main``), with ``TestStageSettings``.
 """
 
 from __future__ import annotations
@@ -17,31 +14,53 @@ import sys
 import time
 
 from PIL import ImageStat
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
+from deskgen.common.errors import TransientError
 from deskgen.common.keys import generated_key
-from deskgen.common.runtime import Runtime, serve
-from deskgen.common.stage import Blob, Emit, Reject
+from deskgen.common.runtime import Runtime
+from deskgen.common.service import main
+from deskgen.common.settings import StageSettings
+from deskgen.common.stage import Blob, Emit, Reject, Stage
 
 _MODEL = {"name": "test-stage", "version": "1"}
 
 
-def _pause() -> None:
-    time.sleep(float(os.environ.get("TEST_STAGE_SLEEP_S", "0")))
+class TestStageSettings(StageSettings):
+    """``TEST_STAGE_*``: how a test stage misbehaves."""
+
+    __test__ = False  # not a pytest class
+    model_config = SettingsConfigDict(env_prefix="TEST_STAGE_", extra="ignore")
+
+    sleep_s: float = Field(0.0, description="Every job takes this long (slow-job and crash tests).")
+    die_on_width: int | None = Field(None, description="The classifier kills its own process on a photo of this "
+                                     "width, the way a native crash in a decoder would.")
+    stop_fetching: bool = Field(False, description="The Kafka client stops fetching the partitions it is "
+                                "assigned (a stuck client).")
+    transient: bool = Field(False, description="Every job fails with a TransientError (retry tests).")
 
 
-class GreenClassifier:
+class _TestStage(Stage):
+    def __init__(self, settings: TestStageSettings):
+        self.settings = settings
+
+    def _pause(self) -> None:
+        if self.settings.transient:
+            raise TransientError("TEST_STAGE_TRANSIENT is set")
+        time.sleep(self.settings.sleep_s)
+
+
+class GreenClassifier(_TestStage):
     """A photo is a 'desk' when its green channel outweighs its red one."""
 
     name, consumes, produces, section = "classifier", "uploaded", "classified", "classification"
     batch_max = 4
 
-    def load(self) -> None:
-        pass
-
     def handle(self, event, blobs):
-        _pause()
+        self._pause()
         image = blobs.image(event.data["image_key"])
-        if str(image.width) == os.environ.get("TEST_STAGE_DIE_ON_WIDTH"):
+        if image.width == self.settings.die_on_width:
             os.kill(os.getpid(), signal.SIGKILL)
         red, green, _ = ImageStat.Stat(image).mean
         score = green / max(red + green, 1e-6)
@@ -50,16 +69,13 @@ class GreenClassifier:
         return Emit(section) if score >= 0.5 else Reject("not_desk", f"score {score:.2f} < 0.5", section)
 
 
-class SizeCaptioner:
+class SizeCaptioner(_TestStage):
     """Captions the photo with its size."""
 
     name, consumes, produces, section = "captioner", "classified", "captioned", "captioning"
 
-    def load(self) -> None:
-        pass
-
     def handle(self, event, blobs):
-        _pause()
+        self._pause()
         image = blobs.image(event.data["image_key"])
         text = f"a photo of {image.width} by {image.height} pixels"
         return Emit({"captions": [{"prompt": "size", "text": text}], "keywords": [{"word": "photo", "count": 1}],
@@ -67,16 +83,13 @@ class SizeCaptioner:
                      "concept": event.data["request"].get("concept", "BASIC"), "model": _MODEL})
 
 
-class ThumbnailGenerator:
+class ThumbnailGenerator(_TestStage):
     """'Generates' a 32×32 thumbnail of the photo and stores it as the job's PNG."""
 
     name, consumes, produces, section = "generator", "captioned", "generated", "output"
 
-    def load(self) -> None:
-        pass
-
     def handle(self, event, blobs):
-        _pause()
+        self._pause()
         image = blobs.image(event.data["image_key"]).resize((32, 32))
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
@@ -87,7 +100,19 @@ class ThumbnailGenerator:
                     blobs=(Blob(key, buffer.getvalue(), "image/png"),))
 
 
-STAGES = {"classifier": GreenClassifier, "captioner": SizeCaptioner, "generator": ThumbnailGenerator}
+def build_classifier(settings: TestStageSettings) -> GreenClassifier:
+    return GreenClassifier(settings)
+
+
+def build_captioner(settings: TestStageSettings) -> SizeCaptioner:
+    return SizeCaptioner(settings)
+
+
+def build_generator(settings: TestStageSettings) -> ThumbnailGenerator:
+    return ThumbnailGenerator(settings)
+
+
+BUILDERS = {"classifier": build_classifier, "captioner": build_captioner, "generator": build_generator}
 
 
 def _stop_fetching_on_assign() -> None:
@@ -102,6 +127,6 @@ def _stop_fetching_on_assign() -> None:
 
 
 if __name__ == "__main__":
-    if os.environ.get("TEST_STAGE_STOP_FETCHING"):
+    if TestStageSettings().stop_fetching:
         _stop_fetching_on_assign()
-    raise SystemExit(serve(STAGES[sys.argv[1]]()))
+    raise SystemExit(main(BUILDERS[sys.argv[1]]))

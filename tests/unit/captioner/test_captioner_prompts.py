@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deskgen.common.errors import InvalidInputError
+from deskgen.common.errors import FatalError, InvalidInputError
 from deskgen.services.captioner import prompts
 from deskgen.services.captioner.keywords import Keyword
 from deskgen.services.captioner.prompts import ConceptBook, build_prompt, concept_book, objects_phrase, weekday_of
@@ -97,5 +97,5 @@ def test_concept_file_is_checked_on_load(tmp_path):
     data["concepts"]["OIL"]["drop_negative"] = ["oil"]
     broken = tmp_path / "concepts.json"
     broken.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="'oil' is not a negative term"):
+    with pytest.raises(FatalError, match="'oil' is not a negative term"):
         ConceptBook.from_file(broken)

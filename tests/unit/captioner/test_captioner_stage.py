@@ -10,7 +10,7 @@ from deskgen.common import events
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.events import Event
 from deskgen.services.captioner.devweights import build_dev, build_tokenizer
-from deskgen.services.captioner.__main__ import build_captioner
+from deskgen.services.captioner.stage import build_captioner
 from deskgen.services.captioner.model import BlipCaptioner, auto_precision
 from deskgen.services.captioner.settings import SEED_PROMPTS, CaptionerSettings
 from deskgen.services.captioner.stage import CaptionerStage
@@ -70,7 +70,7 @@ def test_tokenizer_follows_blips_conventions():
 
 def test_dev_weights_say_they_are_random(captioner):
     assert captioner.weights == "dev-random"
-    assert captioner.info["name"] == "captioner-tiny" and captioner.info["version"].startswith("sha256:")
+    assert captioner.card["name"] == "captioner-tiny" and captioner.card["version"].startswith("sha256:")
 
 
 def test_one_batch_with_a_shared_image_encoding_decodes_like_blips_own_generate(captioner):

@@ -7,23 +7,10 @@ import io
 from PIL import Image
 
 from deskgen.common.events import Event
-from deskgen.common.imaging import decode_image
 from samples import draw_desk  # noqa: F401 (re-exported for the tests)
+from support.blobs import MemoryBlobs  # noqa: F401 (re-exported for the tests)
 
 __all__ = ["MemoryBlobs", "png", "uploaded", "draw_desk"]
-
-
-class MemoryBlobs:
-    """Blobs over a dict of raw objects, decoded by the shared decoder as the runtime does."""
-
-    def __init__(self, objects: dict[str, bytes]):
-        self.objects = objects
-
-    def read(self, key: str) -> bytes:
-        return self.objects[key]
-
-    def image(self, key: str) -> Image.Image:
-        return decode_image(self.read(key))
 
 
 def png(image: Image.Image) -> bytes:

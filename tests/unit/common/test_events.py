@@ -24,6 +24,15 @@ def test_encode_then_decode_roundtrips_with_cloudevents_headers():
     assert event.job_id == "job-1" and event.data["request"] == {"concept": "BASIC"}
 
 
+def test_the_minimal_upload_event_has_no_timeline_and_one_that_carries_it_is_accepted_too():
+    minimal = _uploaded()
+    del minimal["timeline"]
+    assert sorted(minimal) == ["image_key", "job_id", "request", "uploaded_at"]
+    for data in (minimal, _uploaded(), _uploaded(timeline={"backend": {"received": events.now(), "finished": events.now()}})):
+        record = events.encode("uploaded", data, source="/tests")
+        assert events.decode(record.value, record.headers, "uploaded").data == data
+
+
 def test_traceparent_keeps_the_trace_and_changes_the_span():
     first = events.encode("uploaded", _uploaded(), source="/a")
     parent = dict(first.headers)["traceparent"].decode()

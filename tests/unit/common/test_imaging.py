@@ -17,16 +17,18 @@ from deskgen.common.imaging import ImageSettings, decode_image
 from support.hostile_images import (BOMBS, DECODED, EXIF_TRANSPOSE, GREEN, RED, REFUSED, encode, marker_image,
                                     oriented_jpeg)
 
+LIMITS = ImageSettings()
+
 
 @pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("L", "PNG"), ("I;16", "PNG"), ("P", "PNG"), ("RGBA", "PNG"),
                                        ("RGB", "WEBP")])
 def test_every_mode_becomes_rgb(mode, fmt):
-    image = decode_image(encode(Image.new(mode, (40, 30)), fmt))
+    image = decode_image(encode(Image.new(mode, (40, 30)), fmt), LIMITS)
     assert (image.mode, image.size) == ("RGB", (40, 30))
 
 
 def test_transparency_is_composited_on_white():
-    image = decode_image(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"))
+    image = decode_image(encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "PNG"), LIMITS)
     assert image.getpixel((0, 0)) == (255, 255, 255)
 
 
@@ -48,7 +50,7 @@ def test_configured_limits_apply(size, limits, reason):
 def test_a_hostile_image_is_refused_with_its_specific_reason(name):
     data, reason = REFUSED[name]
     with pytest.raises(InvalidInputError) as refused:
-        decode_image(data)
+        decode_image(data, LIMITS)
     assert (refused.value.reason, refused.value.status) == (reason, "rejected"), refused.value.detail
 
 
@@ -56,7 +58,7 @@ def test_a_hostile_image_is_refused_with_its_specific_reason(name):
 @pytest.mark.parametrize("name", sorted(DECODED))
 def test_an_unusual_but_legitimate_image_decodes_to_upright_8_bit_rgb(name):
     data, size = DECODED[name]
-    image = decode_image(data)
+    image = decode_image(data, LIMITS)
     assert (image.mode, image.size) == ("RGB", size)
 
 
@@ -66,13 +68,13 @@ def _close(pixel, expected, tolerance=12):
 
 @pytest.mark.hostile
 def test_colour_survives_cmyk_16_bit_palette_alpha_and_animation():
-    assert _close(decode_image(DECODED["cmyk_jpeg"][0]).getpixel((5, 5)), (55, 255, 55))  # 255 - C, 255 - M, 255 - Y
-    assert decode_image(DECODED["png_16bit_grey"][0]).getpixel((0, 0)) == (128, 128, 128)
-    assert decode_image(DECODED["png_16bit_rgb"][0]).getpixel((0, 0)) == GREEN
-    palette = decode_image(DECODED["palette_with_alpha"][0])
+    assert _close(decode_image(DECODED["cmyk_jpeg"][0], LIMITS).getpixel((5, 5)), (55, 255, 55))  # 255 - C, 255 - M, 255 - Y
+    assert decode_image(DECODED["png_16bit_grey"][0], LIMITS).getpixel((0, 0)) == (128, 128, 128)
+    assert decode_image(DECODED["png_16bit_rgb"][0], LIMITS).getpixel((0, 0)) == GREEN
+    palette = decode_image(DECODED["palette_with_alpha"][0], LIMITS)
     assert (palette.getpixel((0, 0)), palette.getpixel((5, 5))) == ((255, 255, 255), GREEN)  # transparent → white
     for name in ("animated_png", "animated_webp"):
-        assert decode_image(DECODED[name][0]).getpixel((3, 3)) == GREEN, f"{name}: not the first frame"
+        assert decode_image(DECODED[name][0], LIMITS).getpixel((3, 3)) == GREEN, f"{name}: not the first frame"
 
 
 @pytest.mark.hostile
@@ -80,7 +82,7 @@ def test_colour_survives_cmyk_16_bit_palette_alpha_and_animation():
 def test_every_exif_orientation_is_displayed_upright(orientation):
     operation = EXIF_TRANSPOSE[orientation]
     expected = marker_image() if operation is None else marker_image().transpose(operation)
-    decoded = decode_image(oriented_jpeg(orientation))
+    decoded = decode_image(oriented_jpeg(orientation), LIMITS)
     assert decoded.size == expected.size
     width, height = expected.size
     for x, y in ((width // 4, height // 4), (3 * width // 4, height // 4), (width // 4, 3 * height // 4),
@@ -91,7 +93,7 @@ def test_every_exif_orientation_is_displayed_upright(orientation):
 @pytest.mark.hostile
 def test_nonsense_exif_orientations_leave_the_image_as_stored():
     for name in ("exif_orientation_0", "exif_orientation_65535", "exif_corrupt"):
-        decoded = decode_image(DECODED[name][0])
+        decoded = decode_image(DECODED[name][0], LIMITS)
         assert _close(decoded.getpixel((6, 3)), RED, 40) and _close(decoded.getpixel((40, 20)), GREEN, 40), name
 
 
@@ -105,8 +107,9 @@ _MEASURE = textwrap.dedent("""
                 return int(line.split()[1])
 
     from deskgen.common.errors import InvalidInputError
-    from deskgen.common.imaging import decode_image
-    decode_image(Path(sys.argv[1]).read_bytes())  # warm up: imports, plugin registry
+    from deskgen.common.imaging import ImageSettings, decode_image
+    LIMITS = ImageSettings()
+    decode_image(Path(sys.argv[1]).read_bytes(), LIMITS)  # warm up: imports, plugin registry
     limit = 2 << 30  # a true bomb fails with MemoryError here instead of swapping the machine
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     growth = {}
@@ -114,7 +117,7 @@ _MEASURE = textwrap.dedent("""
         data = Path(path).read_bytes()
         before = peak_kib()
         try:
-            decode_image(data)
+            decode_image(data, LIMITS)
             outcome = "decoded"
         except InvalidInputError as exc:
             outcome = exc.reason

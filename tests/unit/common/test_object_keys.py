@@ -3,14 +3,18 @@ refuses them before any S3 call (no broker here: a recording store stands in for
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from deskgen.common import keys
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.events import Event
-from deskgen.common.runtime import Runtime, _Item, _JobBlobs
-from deskgen.common.settings import ImageSettings, KafkaSettings, RuntimeSettings
-from deskgen.common.stage import Blob, Emit
+from deskgen.common.handling import Handler, JobBlobs
+from deskgen.common.records import Item
+from deskgen.common.retry import Backoff
+from deskgen.common.settings import ImageSettings
+from deskgen.common.stage import Blob, Emit, Stage
 from support.malformed import UNSAFE_IMAGE_KEYS, UNSAFE_JOB_IDS
 
 pytestmark = pytest.mark.hostile
@@ -32,7 +36,7 @@ class RecordingStore:
         return b""
 
 
-class _Generator:
+class _Generator(Stage):
     name, consumes, produces, section = "generator", "captioned", "generated", "output"
 
     def load(self):
@@ -42,13 +46,13 @@ class _Generator:
         raise AssertionError("not called here")
 
 
-def _runtime(store) -> Runtime:
-    return Runtime(_Generator(), runtime=RuntimeSettings(), kafka=KafkaSettings(), store=store, images=ImageSettings())
+def _handler(store) -> Handler:
+    return Handler(_Generator(), store, ImageSettings(), Backoff(1, 0.01, 0.01), crashes=None, stop=threading.Event())
 
 
-def _item() -> _Item:
+def _item() -> Item:
     event = Event(kind="captioned", id="e1", source="/tests", time="", data={"job_id": JOB})
-    return _Item(message=None, received="", event=event)
+    return Item(message=None, received="", event=event)
 
 
 _OUTSIDE_THE_JOBS_OUTPUT = [
@@ -70,14 +74,14 @@ _OUTSIDE_THE_JOBS_OUTPUT = [
 @pytest.mark.parametrize("key", _OUTSIDE_THE_JOBS_OUTPUT)
 def test_the_runtime_writes_no_blob_outside_the_jobs_generated_prefix(key):
     store = RecordingStore()
-    outcome = _runtime(store)._write_blobs(_item(), Emit({}, blobs=(Blob(key, b"x"),)))
+    outcome = _handler(store)._write_blobs(_item(), Emit({}, blobs=(Blob(key, b"x"),)))
     assert isinstance(outcome, InvalidInputError) and outcome.reason == "invalid_object_key", outcome
     assert store.calls == []
 
 
 def test_a_blob_under_the_jobs_generated_prefix_is_written():
     store = RecordingStore()
-    outcome = _runtime(store)._write_blobs(_item(), Emit({}, blobs=(Blob(f"generated/{JOB}/mix.png", b"x"),)))
+    outcome = _handler(store)._write_blobs(_item(), Emit({}, blobs=(Blob(f"generated/{JOB}/mix.png", b"x"),)))
     assert isinstance(outcome, Emit) and store.calls == [("put", f"generated/{JOB}/mix.png")]
 
 
@@ -86,7 +90,7 @@ def test_a_blob_under_the_jobs_generated_prefix_is_written():
 def test_a_stage_cannot_read_an_object_outside_the_bucket(key):
     store = RecordingStore()
     with pytest.raises(InvalidInputError) as refused:
-        _JobBlobs(store, ImageSettings()).read(key)
+        JobBlobs(store, ImageSettings()).read(key)
     assert refused.value.reason == "invalid_object_key"
     assert store.calls == []
 

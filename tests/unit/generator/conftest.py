@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from deskgen.services.generator.devweights import build_dev
-from deskgen.services.generator.model import GenerationOptions, GeneratorModel, RuntimeOptions
+from deskgen.services.generator.devweights import FAST_LORA, build_dev
+from deskgen.services.generator.model import FastLora, GenerationOptions, GeneratorModel, RuntimeOptions
 from deskgen.services.generator.settings import GeneratorSettings
 
 ADAPTERS = ("dalle", "ott", "3d")
@@ -32,14 +32,16 @@ def tiny_loras(tiny_dir):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dir, tiny_loras):
-    model = GeneratorModel(str(tiny_dir), tiny_loras, options=RuntimeOptions(device="cpu"))
+    model = GeneratorModel(str(tiny_dir), tiny_loras, options=RuntimeOptions(device="cpu"),
+                           fast=FastLora(str(tiny_dir / FAST_LORA)))
     model.load()
     return model
 
 
 @pytest.fixture
-def tiny_settings(monkeypatch):
-    return GeneratorSettings(steps=2, width=64, height=64, min_side=32, warmup=False)
+def tiny_settings():
+    """Small, quick defaults; the masker uses boxes only (tests that want SAM build their own)."""
+    return GeneratorSettings(steps=2, width=64, height=64, min_side=32, warmup=False, fast_steps=2, sam="")
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import pytest
 from deskgen.common.errors import InvalidInputError
 from deskgen.services.generator.presets import load_presets
 from deskgen.services.generator.settings import GeneratorSettings
-from deskgen.services.generator.stage import derive_seed, resolve_options, resolve_preset
+from deskgen.services.generator.stage import derive_seed, resolve_mode, resolve_options, resolve_preset
 
 
 def test_defaults_come_from_the_settings_and_the_seed_from_the_job_id(tiny_settings):
@@ -64,3 +64,27 @@ def test_an_unknown_preset_is_rejected():
     with pytest.raises(InvalidInputError) as caught:
         resolve_preset(load_presets(), {"preset": "pixel_art"}, {}, "ott_3d")
     assert (caught.value.reason, caught.value.status) == ("unknown_preset", "rejected")
+
+
+def test_fast_defaults_to_its_steps_cfg_off_and_the_fast_scheduler(tiny_settings):
+    options = resolve_options({"fast": True}, tiny_settings, "job-1")
+    assert (options.fast, options.steps, options.guidance, options.scheduler) == (True, 2, 0.0, "lcm")
+    assert resolve_options({"fast": True, "steps": 8, "guidance": 1}, tiny_settings, "job-1").steps == 8
+
+
+@pytest.mark.parametrize("request_, field", [
+    ({"fast": "yes"}, "fast"), ({"fast": True, "steps": 9}, "steps"), ({"fast": True, "guidance": 1.5}, "guidance"),
+    ({"fast": True, "scheduler": "euler"}, "scheduler"), ({"mode": "paint"}, "mode"), ({"strength": 0.1}, "strength"),
+    ({"strength": 1.5}, "strength"), ({"mode": "keep_devices", "steps": 1, "strength": 0.5}, "strength"),
+])
+def test_fast_mode_and_strength_bounds_are_enforced(tiny_settings, request_, field):
+    with pytest.raises(InvalidInputError) as caught:
+        resolve_mode(request_)
+        resolve_options(request_, tiny_settings, "job-1")
+    assert caught.value.reason == "options_out_of_bounds" and caught.value.detail.startswith(f"{field}=")
+
+
+def test_fast_is_refused_when_no_fast_lora_is_configured():
+    settings = GeneratorSettings(fast_lora="", warmup=False)
+    with pytest.raises(InvalidInputError, match="no fast LoRA"):
+        resolve_options({"fast": True}, settings, "job-1")

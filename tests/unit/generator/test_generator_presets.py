@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from deskgen.common.errors import FatalError
 from deskgen.services.generator.presets import evaluation_prompts, load_presets
 
 SEED_PRESETS = {
@@ -32,7 +33,7 @@ def test_a_preset_naming_an_unknown_adapter_is_refused(tmp_path):
     bad = {"adapters": ["dalle"], "presets": {"x": {"group": "seed", "adapters": {"pixel": 1.0}}}}
     path = tmp_path / "presets.json"
     path.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="unknown adapters"):
+    with pytest.raises(FatalError, match="unknown adapters"):
         load_presets(path)
 
 

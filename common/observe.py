@@ -1,0 +1,75 @@
+"""Metrics observed by the runtime: per job, consumer lag from librdkafka's statistics, GPU memory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime
+
+from . import metrics
+from .errors import InvalidInputError
+from .records import Item
+from .stage import Reject
+
+__all__ = ["observe_job", "observe_lag", "forget_lag", "observe_gpu_memory"]
+
+log = logging.getLogger("deskgen.runtime")
+
+
+def observe_job(stage_name: str, item: Item, elapsed: float) -> None:
+    """Count a committed job by outcome, time it, and log one line."""
+    outcome = item.outcome
+    reason = outcome.reason if isinstance(outcome, (InvalidInputError, Reject)) else ""
+    if isinstance(outcome, InvalidInputError):
+        label = outcome.status
+        metrics.DLQ.labels(stage_name, reason).inc()
+    else:
+        label = "rejected" if isinstance(outcome, Reject) else "ok"
+    metrics.EVENTS.labels(stage_name, label).inc()
+    metrics.STAGE_DURATION.labels(stage_name, label).observe(elapsed)
+    if any(record.kind == "generated" for _, record in item.records):
+        status = "succeeded" if label == "ok" else label
+        metrics.RESULTS.labels(stage_name, status, reason).inc()
+        uploaded_at = item.event.data.get("uploaded_at") if item.event else None
+        if uploaded_at:
+            age = time.time() - datetime.fromisoformat(uploaded_at.replace("Z", "+00:00")).timestamp()
+            metrics.JOB_E2E.labels(stage_name, status).observe(max(age, 0.0))
+    log.info("%s: job %s → %s%s (%.0f ms)", stage_name, item.job_id or "?", label, f" ({reason})" if reason else "",
+             elapsed * 1000)
+
+
+def observe_lag(stage_name: str, stats_json: str) -> None:
+    """Consumer lag per partition from a librdkafka statistics document.
+
+    librdkafka's own consumer_lag needs committed offsets, which transactions never report to it,
+    so lag = last stable offset - the position the application has consumed up to.
+    """
+    stats = json.loads(stats_json)
+    for topic, body in stats.get("topics", {}).items():
+        for partition, p in body.get("partitions", {}).items():
+            end = p.get("ls_offset", -1)
+            position = next((o for o in (p.get("app_offset", -1001), p.get("committed_offset", -1001),
+                                         p.get("lo_offset", -1)) if o >= 0), -1)
+            if partition != "-1" and end >= 0 and position >= 0:
+                metrics.CONSUMER_LAG.labels(stage_name, topic, partition).set(max(end - position, 0))
+
+
+def forget_lag(stage_name: str, partitions: set[tuple[str, int]]) -> None:
+    """Drop the lag series of partitions this instance no longer owns."""
+    for topic, partition in partitions:
+        try:
+            metrics.CONSUMER_LAG.remove(stage_name, topic, str(partition))
+        except KeyError:
+            pass
+
+
+def observe_gpu_memory(stage_name: str) -> None:
+    """Set ``deskgen_gpu_memory_bytes`` (allocated, peak) from CUDA; without CUDA the series stays absent."""
+    import sys
+
+    torch = sys.modules.get("torch")  # a stage without torch has no GPU memory to report
+    if torch is None or not torch.cuda.is_available():
+        return
+    metrics.GPU_MEMORY.labels(stage_name, "allocated").set(torch.cuda.memory_allocated())
+    metrics.GPU_MEMORY.labels(stage_name, "peak").set(torch.cuda.max_memory_allocated())

@@ -1,0 +1,149 @@
+"""Shoppable results: the job's desired objects → the best available catalogue product for each.
+
+Desired objects come from every real signal the job carries:
+- the caption keywords (weight = captions that mention the object, as for the prompt), with the
+  caption phrases that named them ("a mechanical keyboard") as the search query;
+- the classifier's ImageNet evidence (real even offline): a label of a category with probability
+  ``evidence_min`` or more adds that probability to the category's weight.
+
+Categories are ordered by weight (then name); each gets its best available product (at most
+``per_category``) by cosine similarity between the query "<category>, <phrases>" and the product's
+text, until ``limit`` products are chosen. Each carries its score and the words that chose it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from deskgen.common import metrics
+from deskgen.common.catalogue import CatalogueFeed, categories
+from deskgen.common.errors import FatalError
+from deskgen.common.models import ModelSources
+from deskgen.common.settings import KafkaSettings, RuntimeSettings, load
+
+from .catalogue import Catalogue
+from .embedder import SentenceEmbedder
+from .keywords import Keyword, objects_in, split_items, strip_echo
+from .settings import CaptionerSettings
+
+__all__ = ["Desire", "Recommendation", "Recommender", "build_recommender", "desires", "products_phrase"]
+
+_FIELDS = ("id", "name", "brand", "category", "sub_category", "price", "shop", "url", "image")
+
+
+@dataclass(frozen=True)
+class Desire:
+    category: str
+    weight: float
+    words: tuple[str, ...]
+    phrases: tuple[str, ...]
+
+    @property
+    def query(self) -> str:
+        return ", ".join((self.category, *self.phrases))
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    products: list[dict[str, Any]]
+    note: str | None
+    ms: float
+
+
+def desires(captions: list[tuple[str, str]], keywords: list[Keyword], evidence: list[dict[str, Any]],
+            *, evidence_min: float = 0.05) -> list[Desire]:
+    """The categories the job asks for, heaviest first."""
+    by_word = {word: c.name for c in categories().values() for word in c.words}
+    by_label = {label: c.name for c in categories().values() for label in c.imagenet}
+    weight: dict[str, float] = {}
+    words: dict[str, list[str]] = {}
+    phrases: dict[str, list[str]] = {}
+    for keyword in keywords:
+        category = by_word.get(keyword.word)
+        if category:
+            weight[category] = weight.get(category, 0.0) + keyword.count
+            words.setdefault(category, []).append(keyword.word)
+    for prompt, text in captions:
+        for item in split_items(strip_echo(text, prompt)):
+            for obj in objects_in(item):
+                category = by_word.get(obj)
+                phrase = " ".join(item)
+                if category and phrase not in phrases.setdefault(category, []):
+                    phrases[category].append(phrase)
+    for entry in evidence:
+        category = by_label.get(entry.get("label"))
+        if category and entry.get("prob", 0.0) >= evidence_min:
+            weight[category] = weight.get(category, 0.0) + float(entry["prob"])
+            words.setdefault(category, []).append(f"imagenet:{entry['label']}")
+    order = sorted(weight, key=lambda c: (-weight[c], c))
+    return [Desire(c, round(weight[c], 6), tuple(words[c]), tuple(phrases.get(c, ())[:4])) for c in order]
+
+
+def products_phrase(products: list[dict[str, Any]]) -> str:
+    """Plain words for the prompt, brand and category: "a Keychron keyboard and a Dell monitor" (short:
+    SDXL's text encoders read 77 tokens, and the template's style words come after the objects)."""
+    names = [f"a {p['brand']} {p['category']}" for p in products]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] if names else ""
+
+
+class Recommender:
+    """Holds the catalogue (fed from Kafka) and picks each job's products."""
+
+    def __init__(self, catalogue: Catalogue, feed: CatalogueFeed | None, *, limit: int = 5, per_category: int = 1,
+                 evidence_min: float = 0.05, catchup_timeout_s: float = 600.0):
+        self.catalogue, self.feed = catalogue, feed
+        self.limit, self.per_category, self.evidence_min = limit, per_category, evidence_min
+        self.catchup_timeout_s = catchup_timeout_s
+
+    def load(self) -> None:
+        """Load the embedder, replay the catalogue; returns once caught up (readiness waits for it).
+
+        Raises:
+            FatalError: the topic is missing, the feed failed, or it did not catch up in time.
+        """
+        self.catalogue.load()
+        if self.feed is not None:
+            self.feed.start()
+            if not self.feed.wait(self.catchup_timeout_s):
+                raise FatalError(f"the catalogue did not catch up within {self.catchup_timeout_s:.0f} s "
+                                 "(DESKGEN_CAPTIONER_CATALOGUE_CATCHUP_TIMEOUT_S)")
+
+    def recommend(self, captions: list[tuple[str, str]], keywords: list[Keyword],
+                  evidence: list[dict[str, Any]]) -> Recommendation:
+        if self.feed is not None and self.feed.error is not None:  # a stale catalogue: restart instead
+            raise FatalError(f"the catalogue feed stopped: {self.feed.error}")
+        started = time.perf_counter()
+        wanted = desires(captions, keywords, evidence, evidence_min=self.evidence_min)
+        chosen: list[dict[str, Any]] = []
+        note = None
+        if not self.catalogue.products:
+            note = "the catalogue is empty"
+        elif not wanted:
+            note = "no desk object recognised in the captions or the classifier's evidence"
+        else:
+            queries = self.catalogue.embedder.encode([d.query for d in wanted])
+            for desire, query in zip(wanted, queries):
+                for score, product in self.catalogue.best(desire.category, query, self.per_category):
+                    if len(chosen) < self.limit:
+                        chosen.append({**{f: product[f] for f in _FIELDS if f in product}, "score": score,
+                                       "words": list(dict.fromkeys((*desire.words, *desire.phrases)))[:16]})
+            if not chosen:
+                note = f"no available product in the desired categories ({', '.join(d.category for d in wanted)})"
+        elapsed = time.perf_counter() - started
+        metrics.RECOMMEND.labels(self.catalogue.stage).observe(elapsed)
+        return Recommendation(chosen, note, elapsed * 1000)
+
+
+def build_recommender(settings: CaptionerSettings) -> Recommender | None:
+    """The catalogue and its Kafka feed (not started yet), or None when recommendations are off."""
+    if not settings.catalogue:
+        return None
+    runtime = load(RuntimeSettings)
+    catalogue = Catalogue(SentenceEmbedder(settings.embedder, sources=ModelSources.load()),
+                          cache_dir=settings.embedding_cache or runtime.state_dir / "embeddings")
+    feed = CatalogueFeed(load(KafkaSettings), runtime, catalogue.apply, stage="captioner")
+    return Recommender(catalogue, feed, limit=settings.products_max, per_category=settings.products_per_category,
+                       evidence_min=settings.products_evidence_min,
+                       catchup_timeout_s=settings.catalogue_catchup_timeout_s)

