@@ -84,23 +84,29 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) tests/bench/bench_catalogue.py
 	$(PY) tests/bench/soak_generator.py
 
-# ---- Kubernetes (k8s/; needs root, Debian packages: see README "Run it on Kubernetes") ----
+# ---- Kubernetes (k8s/; root on Debian: stack/system-deps.sh k8s installs the packages) ----
 .PHONY: k8s-tools images k8s-up k8s-down k8s-test k8s-demo
 
 k8s-tools: ## build Kubernetes v1.34, KWOK and Helm into .cache/k8s/bin (Go module proxy; cached)
+	bash stack/system-deps.sh k8s
 	k8s/build-tools.sh
 
 images: setup ## build the deskgen images and the dev Kafka/S3 images with podman (debootstrapped base)
+	bash stack/system-deps.sh k8s
 	PY=$(PY) k8s/images.sh build
 
 k8s-up: k8s-tools ## start the local cluster: one real node + one KWOK fake GPU node (idempotent)
+	bash stack/system-deps.sh k8s
 	k8s/cluster.sh up
 
 k8s-down: ## stop the local cluster by PID; bridges, iptables and sysctls restored (idempotent)
+	bash stack/system-deps.sh k8s
 	k8s/cluster.sh down
 
 k8s-test: setup ## images, cluster, chart install, helm test, data path, faults, placement, metrics; cluster stopped after
+	bash stack/system-deps.sh k8s
 	PY=$(PY) k8s/test.sh
 
 k8s-demo: setup images ## on a running cluster (make k8s-up): install the chart, send sample photos from a pod, print results
+	bash stack/system-deps.sh k8s
 	$(PY) k8s/demo.py

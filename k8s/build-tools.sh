@@ -2,7 +2,7 @@
 # Builds the local cluster's binaries into .cache/k8s/bin (git-ignored); skips what is already there.
 #   Kubernetes v1.34.4 (apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl) from the Go
 #   module proxy, the pause binary from the same module, KWOK and Helm.
-# Needs go >= 1.24 (k8s/ci-deps.sh fetches one from the Go proxy when the machine has none) and gcc.
+# Needs Go >= 1.24 and gcc (stack/system-deps.sh k8s).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path += [str(ROOT / "stack"), str(ROOT / "tests")]
+sys.path += [str(ROOT / "stack"), str(ROOT / "tests")]  # samples, pipeline; chart.dashboard_queries
 
 BIN = ROOT / ".cache" / "k8s" / "bin"
 KUBECONFIG = ROOT / ".cache" / "k8s" / "run" / "admin.kubeconfig"
@@ -95,6 +95,7 @@ def release():
 
 def install_release() -> dict:
     """Dev dependencies up, dev weights in S3, the chart installed with --wait; idempotent."""
+    from deskgen.common.settings import S3Settings, load
     from deskgen.common.storage import ObjectStore
     from devenv import dev_model_env
 
@@ -105,7 +106,7 @@ def install_release() -> dict:
     kubectl("-n", NAMESPACE, "rollout", "status", "deployment/kafka", "deployment/s3proxy", "--timeout=600s",
             timeout=660)
     wait_until("the in-cluster Kafka serves metadata", _kafka_answers, 300)
-    store = wait_until("the in-cluster S3 answers", lambda: _s3_store(ObjectStore), 300)
+    store = wait_until("the in-cluster S3 answers", lambda: _s3_store(lambda: ObjectStore(load(S3Settings))), 300)
     record("dev deps up (Kafka, S3Proxy)", time.monotonic() - started)
 
     started = time.monotonic()
@@ -132,9 +133,9 @@ def _kafka_answers() -> bool:
         return False
 
 
-def _s3_store(store_class):
+def _s3_store(make_store):
     try:
-        store = store_class.from_env()
+        store = make_store()
         store.ensure_bucket()
         return store
     except Exception:  # S3Proxy is still starting
@@ -192,8 +193,8 @@ def job_logs(name: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def pipeline(release, tmp_path_factory):
-    """The test suite's Kafka/S3 reader (tests/support/pipeline.py) on the release's topics and bucket."""
-    from support.pipeline import Pipeline
+    """The stack's Kafka/S3 reader (stack/pipeline.py) on the release's topics and bucket."""
+    from pipeline import Pipeline
 
     return Pipeline(base_env={k: v for k, v in os.environ.items() if k.startswith("DESKGEN_")},
                     workdir=tmp_path_factory.mktemp("pipeline"), prefix="deskgen.")
