@@ -156,8 +156,9 @@ def condition(pod: dict, kind: str) -> dict | None:
     return next((c for c in pod.get("status", {}).get("conditions", []) if c["type"] == kind), None)
 
 
-def submit_job(name: str, files: dict[str, bytes], repeat: dict[str, int], *, watch: bool, tag: str) -> None:
-    """A Job in the cluster that runs ``deskgen submit`` (the backend's position) on photos from a
+def submit_job(name: str, files: dict[str, bytes], repeat: dict[str, int], *, watch: bool, tag: str,
+               options: str = "") -> None:
+    """A Job in the cluster that runs ``deskgen submit [options]`` (the backend's position) on photos from a
     ConfigMap, each file ``repeat[name]`` times, and with ``watch`` also ``deskgen watch`` on its jobs."""
     import base64
 
@@ -165,7 +166,7 @@ def submit_job(name: str, files: dict[str, bytes], repeat: dict[str, int], *, wa
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": NAMESPACE},
                  "binaryData": {key: base64.b64encode(data).decode() for key, data in files.items()}}
     paths = " ".join(f"/photos/{key}" for key, count in repeat.items() for _ in range(count))
-    script = f"deskgen submit {paths} > /tmp/ids && cat /tmp/ids"
+    script = f"deskgen submit {options} {paths} > /tmp/ids && cat /tmp/ids"
     if watch:
         script += " && deskgen watch $(cat /tmp/ids) --json --timeout 1200"
     env = [{"name": "DESKGEN_KAFKA_BOOTSTRAP_SERVERS", "value": KAFKA},

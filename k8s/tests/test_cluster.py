@@ -219,6 +219,18 @@ def test_photos_from_a_pod_flow_through_the_stage_pods(release, pipeline, promet
     assert dlq[0]["job_id"] == corrupt
 
 
+def test_keep_devices_and_fast_from_a_pod(release, pipeline):
+    """The #13 modes on the cluster: the chart's fastLora and sam values reach the generator pod."""
+    submit_job("submit-keep", {"desk.png": _samples()["desk.png"]}, {"desk.png": 1}, watch=True, tag=release["tag"],
+               options="--mode keep_devices --fast")
+    kubectl("-n", NAMESPACE, "wait", "job/submit-keep", "--for=condition=complete", "--timeout=600s", timeout=660)
+    job, result = job_logs("submit-keep")[0], json.loads(job_logs("submit-keep")[1])
+    assert (result["job_id"], result["status"]) == (job, "succeeded"), result
+    output = result["output"]
+    assert (output["mode"], output["fast"], output["mask_key"]) == ("keep_devices", True, f"generated/{job}/mask.png")
+    assert output["kept_devices"] and pipeline.store.exists(output["mask_key"])
+
+
 def test_faults_under_load_lose_and_duplicate_nothing(release, pipeline):
     """100 jobs in flight; every stage's pod deleted several times, then a helm upgrade that rolls
     every Deployment: every job gets exactly one terminal result and no stage has a backlog."""
