@@ -13,7 +13,7 @@ format), so the service loads it through exactly the code path it uses for Fluen
 
 ``tiny`` follows diffusers' test-sized SDXL (≈ 3–11 MB, a few hundred ms per image on a CPU) for
 tests and the demo. ``full`` uses the published SDXL architecture (2.6 B-parameter UNet, saved in
-fp16, ≈ 7 GB on disk, ≈ 10 GB RAM to build) for GPU benchmarks only. The tokenizers are a small
+fp16, ≈ 7 GB on disk, ≈ 14 GiB RAM to build) for GPU benchmarks only. The tokenizers are a small
 CLIP-style byte-level BPE learnt here from the seed's prompts, since no CLIP vocabulary is
 available offline; the text encoders' embedding tables keep their architectural size.
 """
