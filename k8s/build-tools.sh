@@ -87,10 +87,14 @@ build_helm() {
   ln -sf "$tools/helm" "$BIN/helm"
 }
 
+timed() {  # step: runs build_<step> and logs how long it took (0 s: cached)
+  local started=$SECONDS
+  "build_$1"
+  log "$1 ready in $((SECONDS - started)) s"
+}
+
 case "${1:-all}" in
-  kubernetes) build_kubernetes ;;
-  kwok) build_kwok ;;
-  helm) build_helm ;;
-  all) build_kwok; build_helm; build_kubernetes ;;
+  kubernetes | kwok | helm) timed "$1" ;;
+  all) timed kwok; timed helm; timed kubernetes ;;
   *) log "usage: $0 [all|kubernetes|kwok|helm]"; exit 2 ;;
 esac

@@ -44,8 +44,12 @@ build_one() {  # image dockerfile [target]
 
 build_stages() {
   cd "$ROOT"
+  local started=$SECONDS
   "$ROOT/k8s/base-image.sh"
+  log "base image ready in $((SECONDS - started)) s"
+  started=$SECONDS
   wheels
+  log "wheels ready in $((SECONDS - started)) s"
   build_one generator docker/gpu.Dockerfile
   build_one captioner docker/cpu.Dockerfile captioner
   build_one classifier docker/cpu.Dockerfile classifier
