@@ -3,6 +3,7 @@
 # which lints, renders and validates the chart and checks and unit-tests the alert rules.
 #   helm/chart-check.sh               tools, then every chart check (what `make chart-check` runs)
 #   helm/chart-check.sh --tools-only  tools only (the chart tests call this when a tool is missing)
+#   helm/chart-check.sh --helm-only   Helm only (k8s/build-tools.sh, for the local cluster)
 # System packages (Go for Helm, promtool, Python 3.11): stack/system-deps.sh chart, run first.
 set -euo pipefail
 
@@ -40,6 +41,7 @@ install_python_tools() {
 
 bash "$ROOT/stack/system-deps.sh" chart
 install_helm
+[[ "${1:-}" == "--helm-only" ]] && exit 0
 install_python_tools
 [[ "${1:-}" == "--tools-only" ]] && exit 0
 

@@ -77,14 +77,9 @@ build_kwok() {
 }
 
 build_helm() {
-  # The same pinned Helm that helm/chart-check.sh builds, in the same place.
-  local version tools="$ROOT/.cache/tools/bin"
-  version="$(sed -n 's/^HELM_VERSION="\(.*\)"/\1/p' "$ROOT/helm/chart-check.sh")"
-  if ! grep -qE "^\s+mod\s+helm.sh/helm/v3\s+$version\s" <<< "$(go version -m "$tools/helm" 2>/dev/null)"; then
-    log "building Helm $version"
-    mkdir -p "$tools" && GOBIN="$tools" go install "helm.sh/helm/v3/cmd/helm@$version"
-  fi
-  ln -sf "$tools/helm" "$BIN/helm"
+  # The pinned Helm of the chart checks, in their place (.cache/tools/bin).
+  "$ROOT/helm/chart-check.sh" --helm-only
+  ln -sf "$ROOT/.cache/tools/bin/helm" "$BIN/helm"
 }
 
 timed() {  # step: runs build_<step> and logs how long it took (0 s: cached)

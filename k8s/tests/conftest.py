@@ -95,8 +95,6 @@ def release():
 
 def install_release() -> dict:
     """Dev dependencies up, dev weights in S3, the chart installed with --wait; idempotent."""
-    from deskgen.common.settings import S3Settings, load
-    from deskgen.common.storage import ObjectStore
     from devenv import dev_model_env
 
     tag = run(str(ROOT / "k8s" / "images.sh"), "tag").stdout.strip()
@@ -106,7 +104,7 @@ def install_release() -> dict:
     kubectl("-n", NAMESPACE, "rollout", "status", "deployment/kafka", "deployment/s3proxy", "--timeout=600s",
             timeout=660)
     wait_until("the in-cluster Kafka serves metadata", _kafka_answers, 300)
-    store = wait_until("the in-cluster S3 answers", lambda: _s3_store(lambda: ObjectStore(load(S3Settings))), 300)
+    store = wait_until("the in-cluster S3 answers", _s3_store, 300)
     record("dev deps up (Kafka, S3Proxy)", time.monotonic() - started)
 
     started = time.monotonic()
@@ -133,9 +131,12 @@ def _kafka_answers() -> bool:
         return False
 
 
-def _s3_store(make_store):
+def _s3_store():
+    from deskgen.common.settings import S3Settings, load
+    from deskgen.common.storage import ObjectStore
+
     try:
-        store = make_store()
+        store = ObjectStore(load(S3Settings))
         store.ensure_bucket()
         return store
     except Exception:  # S3Proxy is still starting

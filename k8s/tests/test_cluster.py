@@ -224,7 +224,8 @@ def test_keep_devices_and_fast_from_a_pod(release, pipeline):
     submit_job("submit-keep", {"desk.png": _samples()["desk.png"]}, {"desk.png": 1}, watch=True, tag=release["tag"],
                options="--mode keep_devices --fast")
     kubectl("-n", NAMESPACE, "wait", "job/submit-keep", "--for=condition=complete", "--timeout=600s", timeout=660)
-    job, result = job_logs("submit-keep")[0], json.loads(job_logs("submit-keep")[1])
+    job, line = job_logs("submit-keep")
+    result = json.loads(line)
     assert (result["job_id"], result["status"]) == (job, "succeeded"), result
     output = result["output"]
     assert (output["mode"], output["fast"], output["mask_key"]) == ("keep_devices", True, f"generated/{job}/mask.png")
