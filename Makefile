@@ -15,7 +15,8 @@ setup: .venv/.installed ## create .venv and install pinned dependencies (torch C
 	bash stack/system-deps.sh setup
 	test -x .venv/bin/python || python3.11 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
-	.venv/bin/pip install --quiet -e '.[dev]'
+	.venv/bin/pip install --quiet -e '.[dev,bench]'
+	bash stack/dev-path.sh
 	touch $@
 
 stack-up: ## start Kafka (KRaft) and the S3 server on 127.0.0.1, wait until ready (idempotent)
@@ -59,8 +60,15 @@ test-e2e: setup ## end-to-end tests: the real services as processes (and a real 
 	$(PY) stack/localstack.py up
 	$(PY) -m pytest tests/e2e
 
-lint: setup ## pyflakes over the Python code
-	$(PY) -m pyflakes common services stack tests examples/backend-python
+PYRIGHT := .cache/pyright/node_modules/.bin/pyright
+PYRIGHT_VERSION := 1.1.414
+
+lint: setup ## pyright (every import resolves; pyrightconfig.json) and pyflakes over the Python code
+	bash stack/system-deps.sh test
+	test -x $(PYRIGHT) && $(PYRIGHT) --version | grep -q $(PYRIGHT_VERSION) \
+	  || npm install --silent --prefix .cache/pyright pyright@$(PYRIGHT_VERSION)
+	$(PYRIGHT)
+	$(PY) -m pyflakes common services stack k8s tests examples/backend-python
 
 asyncapi: setup ## regenerate docs/asyncapi.yaml from the schemas and the code, then check it (AsyncAPI parser from npm, installed on first use)
 	$(PY) stack/asyncapi.py
@@ -80,7 +88,6 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) tests/bench/bench_classifier.py
 	$(PY) tests/bench/bench_captioner.py
 	$(PY) tests/bench/bench_generator.py
-	.venv/bin/pip install --quiet -e '.[bench]'
 	$(PY) tests/bench/bench_catalogue.py
 	$(PY) tests/bench/soak_generator.py
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import DeskgenError, FatalError
-from .stage import STAGES
+from .topology import STAGES
 
 __all__ = ["main"]
 

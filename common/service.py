@@ -8,7 +8,6 @@ start-up failure is one log line naming what to change, and exit code 2 — neve
 from __future__ import annotations
 
 import errno
-import importlib
 import importlib.util
 import logging
 import signal
@@ -19,7 +18,8 @@ from .errors import FatalError
 from .health import serve_http
 from .runtime import Runtime
 from .settings import ImageSettings, KafkaSettings, RuntimeSettings, S3Settings, StageSettings, load
-from .stage import STAGES, Stage
+from .stage import Stage
+from .topology import resolve, spec
 from .storage import ObjectStore
 
 __all__ = ["main", "run_stage", "serve"]
@@ -30,8 +30,8 @@ S = TypeVar("S", bound=StageSettings)
 
 
 def run_stage(name: str) -> int:
-    """``deskgen run NAME``: serve the stage registered under ``name`` in ``stage.STAGES``."""
-    return main(importlib.import_module(STAGES[name]).build_stage)
+    """``deskgen run NAME``: serve the stage registered under ``name`` in ``topology.STAGES``."""
+    return main(resolve(f"{spec(name).module}:build_stage"))
 
 
 def main(build_stage: Callable[[S], Stage]) -> int:

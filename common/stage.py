@@ -12,17 +12,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from .topology import spec
+
 if TYPE_CHECKING:
     from .events import Event
 
-__all__ = ["Blob", "Blobs", "Emit", "Reject", "Outcome", "Stage", "STAGES"]
-
-# The stages ``deskgen run NAME`` serves: name → the module whose ``build_stage(settings)`` builds it.
-STAGES = {
-    "classifier": "deskgen.services.classifier.stage",
-    "captioner": "deskgen.services.captioner.stage",
-    "generator": "deskgen.services.generator.stage",
-}
+__all__ = ["Blob", "Blobs", "Emit", "Reject", "Outcome", "Stage"]
 
 
 @dataclass(frozen=True)
@@ -75,18 +70,27 @@ class Stage(Protocol):
     """What the runtime needs from a stage. A stage class subclasses it to get the defaults.
 
     Attributes:
-        name: the service name, ``classifier`` | ``captioner`` | ``generator`` (or a test stage).
-        consumes: the input event kind (``uploaded`` | ``classified`` | ``captioned``).
-        produces: the output event kind (``classified`` | ``captioned`` | ``generated``).
-        section: the key its ``Emit.section`` is stored under in the output data.
+        name: the service name, registered in ``topology.STAGES`` (a test stage may stand in for one).
+        consumes: the input event kind; by default the topology's entry for ``name``.
+        produces: the output event kind; by default the topology's entry for ``name``.
+        section: the key its ``Emit.section`` is stored under in the output data; by default the topology's.
         batch_max: most events the runtime hands over at once (``DESKGEN_BATCH_MAX`` overrides it).
     """
 
     name: str
-    consumes: str
-    produces: str
-    section: str
     batch_max: int = 1
+
+    @property
+    def consumes(self) -> str:
+        return spec(self.name).consumes
+
+    @property
+    def produces(self) -> str:
+        return spec(self.name).produces
+
+    @property
+    def section(self) -> str:
+        return spec(self.name).section
 
     def load(self) -> None:
         """Load models; called once before the first event. Readiness follows it."""

@@ -36,9 +36,6 @@ class CaptionerStage(Stage):
     """
 
     name = "captioner"
-    consumes = "classified"
-    produces = "captioned"
-    section = "captioning"
 
     def __init__(self, captioner: BlipCaptioner, concepts: ConceptBook | None = None,
                  recommender: Recommender | None = None):

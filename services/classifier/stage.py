@@ -45,9 +45,6 @@ class ClassifierStage(Stage):
     """
 
     name = "classifier"
-    consumes = "uploaded"
-    produces = "classified"
-    section = "classification"
 
     def __init__(self, model: DeskClassifier | OnnxDeskClassifier):
         self.model = model

@@ -49,9 +49,6 @@ def build_stage(settings: GeneratorSettings) -> GeneratorStage:
 
 class GeneratorStage(Stage):
     name = "generator"
-    consumes = "captioned"
-    produces = "generated"
-    section = "output"
 
     def __init__(self, model: GeneratorModel, settings: GeneratorSettings, detector: Detector | None = None, *,
                  masker: DeviceMasker | None = None):

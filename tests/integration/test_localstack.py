@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def running_stack() -> None:
+def running_stack() -> Iterator[None]:
     localstack.up()
 
 
 @pytest.fixture
-def topic(running_stack: None) -> str:
+def topic(running_stack: None) -> Iterator[str]:
     name = f"test.localstack.{uuid.uuid4().hex[:12]}"
     admin = AdminClient({"bootstrap.servers": localstack.kafka_bootstrap()})
     admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])[name].result(timeout=30)
