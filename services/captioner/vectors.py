@@ -1,7 +1,7 @@
 """The embedded vector index and the embedding cache behind the catalogue.
 
 ``VectorIndex``: an HNSW index from usearch (inner product over unit vectors = cosine), keyed by
-string ids. Chosen by ``tests/bench/bench_catalogue.py`` (README, Benchmarks). Small indexes are
+string ids. Chosen by ``tests/bench/bench_catalogue.py`` (docs/benchmarks.md). Small indexes are
 searched exhaustively (``exact``), so every replica gets the same answer whatever order it built
 its graph in; large ones approximately, then ties are broken by id.
 

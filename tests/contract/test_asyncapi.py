@@ -80,6 +80,6 @@ def test_reason_codes_are_read_from_every_kind_of_place_that_sets_one():
     assert "truncated" not in codes
 
 
-def test_the_readme_lists_every_reason_code_the_code_can_set_with_its_status():
-    rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([a-z/]+) \|", (asyncapi.ROOT / "README.md").read_text(), re.M))
+def test_the_backend_guide_lists_every_reason_code_the_code_can_set_with_its_status():
+    rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([a-z/]+) \|", (asyncapi.ROOT / "docs" / "backend.md").read_text(), re.M))
     assert rows == {code: "/".join(statuses) for code, statuses in asyncapi.reason_codes().items()}
