@@ -1,15 +1,17 @@
-"""``deskgen``: run a stage, manage topics, submit photos and watch results, build dev weights."""
+"""``deskgen``: run a stage, manage topics, submit photos and watch results, build dev weights, show the
+topology."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import sys
 from pathlib import Path
 
 from .errors import DeskgenError, FatalError
-from .topology import STAGES
+from .topology import STAGES, chart_yaml, resolve, spec
 
 __all__ = ["main"]
 
@@ -68,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     build = model_commands.add_parser("build-dev", help="build random dev weights in the real formats")
     build.add_argument("stage", choices=(*STAGES, "all"))
     build.add_argument("--size", choices=("tiny", "full"), default="tiny")
-    build.add_argument("--arch", help="classifier architecture (vgg16)")
+    build.add_argument("--arch", help="architecture, for the builders that take one (classifier: vgg16)")
     build.add_argument("--out", type=Path, help="output folder (default: the dev-models folder)")
     build.set_defaults(func=_build_dev)
     export = model_commands.add_parser("export-onnx", help="export a classifier to ONNX (served without torch)")
@@ -86,10 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_delegate("deskgen.services.generator.evaluate"), passthrough=True)
 
     products = commands.add_parser("products", help="the product catalogue (see `deskgen products --help`)")
-    products.set_defaults(func=_delegate("deskgen.services.captioner.catalogue"), passthrough=True)
+    products.set_defaults(func=_delegate("deskgen.common.catalogue.cli"), passthrough=True)
 
     config = commands.add_parser("config", help="list every DESKGEN_* setting (markdown)")
     config.set_defaults(func=_config)
+
+    topology = commands.add_parser("topology", help="print the chart's topology file (helm/deskgen/topology.yaml)")
+    topology.set_defaults(func=lambda args, rest: print(chart_yaml(), end=""))
     return parser
 
 
@@ -176,17 +181,16 @@ def format_result(result: dict) -> str:
 def _build_dev(args: argparse.Namespace, rest: list[str]) -> int:
     from .models import dev_models_dir
 
-    stages = STAGES if args.stage == "all" else (args.stage,)
+    stages = [stage for stage in STAGES.values() if stage.devweights] if args.stage == "all" else [spec(args.stage)]
     for stage in stages:
-        options = {}
-        name = f"{stage}-{args.size}"
-        if stage == "classifier":
-            options["arch"] = args.arch or "vgg16"
-            name = f"classifier-{options['arch']}-{args.size}"
-        out = args.out if args.out and len(stages) == 1 else dev_models_dir() / name
-        module = importlib.import_module(f"deskgen.services.{stage}.devweights")
-        path = module.build_dev(out, size=args.size, **options)
-        print(f"{stage}: dev weights ({args.size}) in {path}")
+        if not stage.devweights:
+            raise FatalError(f"{stage.name} has no dev-weights builder (topology.StageSpec.devweights)")
+        build = resolve(stage.devweights)
+        arch = inspect.signature(build).parameters.get("arch")
+        options = {"arch": args.arch or arch.default} if arch else {}
+        out = args.out if args.out and len(stages) == 1 else dev_models_dir() / "-".join(
+            [stage.name, *options.values(), args.size])
+        print(f"{stage.name}: dev weights ({args.size}) in {build(out, size=args.size, **options)}")
     return 0
 
 
@@ -201,19 +205,20 @@ def _export_onnx(args: argparse.Namespace, rest: list[str]) -> int:
 def _config(args: argparse.Namespace, rest: list[str]) -> int:
     from .settings import ImageSettings, KafkaSettings, RuntimeSettings, S3Settings, describe
 
-    sections = [RuntimeSettings, KafkaSettings, S3Settings, ImageSettings]
-    for stage in STAGES:
+    sections, missing = [RuntimeSettings, KafkaSettings, S3Settings, ImageSettings], []
+    for stage in STAGES.values():
         try:
-            sections.append(importlib.import_module(f"deskgen.services.{stage}.settings").__dict__[
-                f"{stage.capitalize()}Settings"])
-        except (ImportError, KeyError):
-            pass
+            sections.append(stage.settings_class())
+        except ImportError as exc:  # e.g. the classifier image has no torch for the other stages' packages
+            missing.append(f"{stage.name} ({stage.settings}): {exc}")
     print("| variable | default | meaning |\n|---|---|---|")
     for section in sections:
         for variable, default, meaning in describe(section):
             meaning = meaning.replace("|", "\\|")
             print(f"| `{variable}` | `{default}` | {meaning} |" if default else f"| `{variable}` | | {meaning} |")
-    return 0
+    for line in missing:
+        print(f"deskgen config: left out the settings of {line}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 if __name__ == "__main__":

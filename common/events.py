@@ -1,7 +1,7 @@
 """The event contract: CloudEvents 1.0 in Kafka binary content mode, one JSON Schema per kind.
 
-Kinds and their topics (prefix configurable): ``uploaded``, ``classified``, ``captioned``,
-``generated`` (the terminal result) and ``dlq``. Kafka key = job id; data is UTF-8 JSON;
+Kinds and their topics (prefix configurable) come from the topology (``common/topology.py``): each
+stage's input and output (``uploaded`` ... ``generated``, the terminal result), then ``dlq``. Kafka key = job id; data is UTF-8 JSON;
 CloudEvents attributes travel as ``ce_*`` headers, with a W3C ``traceparent`` header beside them.
 Schemas (``common/schemas/<kind>.json``) are enforced on consume and on produce.
 """
@@ -22,23 +22,21 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError, val
 from referencing import Registry, Resource
 
 from .errors import InvalidInputError
+from .topology import event_kinds, event_types
 
 __all__ = ["Event", "Record", "KINDS", "CATALOGUE_KIND", "CE_TYPES", "encode", "decode", "validate", "now", "recover_job_id",
            "child_traceparent", "JOB_ID"]
 
-KINDS = ("uploaded", "classified", "captioned", "generated", "dlq")
+KINDS = event_kinds()
 CATALOGUE_KIND = "products"  # topic <prefix>products: compacted, key = product id, events of kind "product"
 _SCHEMAS = files("deskgen.common") / "schemas"
 # The job id pattern has one source, the schema; object keys (keys.py) use the same.
 JOB_ID = re.compile(json.loads((_SCHEMAS / "defs.json").read_text())["$defs"]["job_id"]["pattern"])
 
 CE_TYPES = {
-    "uploaded": "com.deskgen.photo.uploaded",
-    "classified": "com.deskgen.photo.classified",
-    "captioned": "com.deskgen.photo.captioned",
-    "generated": "com.deskgen.job.finished",
+    **event_types(),
     "dlq": "com.deskgen.dlq.record",
-    "product": "com.deskgen.product.upserted",  # the catalogue (common/catalogue.py), not a pipeline kind
+    "product": "com.deskgen.product.upserted",  # the catalogue (common/catalogue/), not a pipeline kind
 }
 _KIND_OF_TYPE = {v: k for k, v in CE_TYPES.items()}
 _REQUIRED_ATTRS = ("ce_specversion", "ce_id", "ce_source", "ce_type")

@@ -15,9 +15,13 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["StageSpec", "STAGES", "register", "spec", "consumer_of", "event_kinds", "resolve"]
+__all__ = ["StageSpec", "STAGES", "register", "unregister", "spec", "consumer_of", "event_kinds", "event_types",
+           "resolve", "chart_yaml", "CHART_FILE", "RESULT_KIND"]
 
 PACKAGE = "deskgen"
+RESULT_KIND = "generated"  # the one terminal result of every job: the last stage's output, or any stage's refusal
+CHART_FILE = "helm/deskgen/topology.yaml"  # chart_yaml(), committed; tests/chart checks it for drift
+_TYPE_PREFIX = "com.deskgen.photo."
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,8 @@ class StageSpec:
             empty when the stage has none.
         image: the image target that ships it (``docker/Dockerfile`` stage).
         accelerator: whether it runs on a GPU node (the chart's node selector and tolerations).
+        summary: what its produced event says (the AsyncAPI message summary).
+        event_type: the CloudEvents type of its produced event; empty: ``com.deskgen.photo.<produces>``.
     """
 
     name: str
@@ -46,6 +52,8 @@ class StageSpec:
     devweights: str = ""
     image: str = ""
     accelerator: bool = False
+    summary: str = ""
+    event_type: str = ""
 
     def settings_class(self) -> type:
         return resolve(self.settings)
@@ -65,6 +73,11 @@ def register(stage: StageSpec) -> StageSpec:
         raise ValueError(f"kind {stage.consumes!r} already has a consumer: {consumer_of(stage.consumes).name}")
     STAGES[stage.name] = stage
     return stage
+
+
+def unregister(name: str) -> StageSpec:
+    """Remove the stage ``name`` (a test's toy stage) and return it."""
+    return STAGES.pop(spec(name).name)
 
 
 def spec(name: str) -> StageSpec:
@@ -90,6 +103,24 @@ def event_kinds() -> tuple[str, ...]:
     return (*kinds, "dlq")
 
 
+def event_types() -> dict[str, str]:
+    """The CloudEvents type of every pipeline kind (``event_kinds()`` but ``dlq``)."""
+    types = {kind: f"{_TYPE_PREFIX}{kind}" for kind in event_kinds()[:-1]}
+    types.update({stage.produces: stage.event_type for stage in STAGES.values() if stage.event_type})
+    return types
+
+
+def chart_yaml() -> str:
+    """The chart's view of the topology (``CHART_FILE``): each stage's name, kinds and image, then every kind."""
+    lines = [f"# Generated from common/topology.py by `deskgen topology > {CHART_FILE}`: do not edit by hand.",
+             "stages:"]
+    for stage in STAGES.values():
+        lines += [f"  - name: {stage.name}", f"    consumes: {stage.consumes}", f"    produces: {stage.produces}",
+                  f"    image: {stage.image_target()}", f"    accelerator: {str(stage.accelerator).lower()}"]
+    lines.append(f"kinds: [{', '.join(event_kinds())}]")
+    return "\n".join(lines) + "\n"
+
+
 def resolve(reference: str) -> Any:
     """``"module:attribute"`` → the attribute, importing the module."""
     module, _, attribute = reference.partition(":")
@@ -103,12 +134,14 @@ def _service(name: str) -> str:
 register(StageSpec(
     name="classifier", consumes="uploaded", produces="classified", section="classification",
     module=f"{_service('classifier')}.stage", settings=f"{_service('classifier')}.settings:ClassifierSettings",
-    devweights=f"{_service('classifier')}.devweights:build_dev"))
+    devweights=f"{_service('classifier')}.devweights:build_dev", summary="The classifier found a desk setup."))
 register(StageSpec(
     name="captioner", consumes="classified", produces="captioned", section="captioning",
     module=f"{_service('captioner')}.stage", settings=f"{_service('captioner')}.settings:CaptionerSettings",
-    devweights=f"{_service('captioner')}.devweights:build_dev"))
+    devweights=f"{_service('captioner')}.devweights:build_dev",
+    summary="The captioner wrote captions and the generation prompt."))
 register(StageSpec(
-    name="generator", consumes="captioned", produces="generated", section="output",
+    name="generator", consumes="captioned", produces=RESULT_KIND, section="output",
     module=f"{_service('generator')}.stage", settings=f"{_service('generator')}.settings:GeneratorSettings",
-    devweights=f"{_service('generator')}.devweights:build_dev", accelerator=True))
+    devweights=f"{_service('generator')}.devweights:build_dev", accelerator=True,
+    summary="The one terminal result of a job: succeeded, rejected or failed.", event_type="com.deskgen.job.finished"))

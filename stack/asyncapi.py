@@ -1,8 +1,8 @@
 """Build ``docs/asyncapi.yaml``, the event contract as AsyncAPI 3.0, from the project's own sources.
 
-Nothing in the document is kept by hand: payloads are the JSON Schemas in ``common/schemas/`` (their
-``defs.json`` references rewritten to ``#/components/schemas``), headers and types come from
-``deskgen.common.events``, partitions and replicas from the chart's defaults, reason codes from the
+Nothing in the document is kept by hand: channels, messages and senders follow the stage registry
+(``common/topology.py``), payloads are the JSON Schemas in ``common/schemas/`` (their ``defs.json``
+references rewritten to ``#/components/schemas``), headers and types come from ``deskgen.common.events``, partitions and replicas from the chart's defaults, reason codes from the
 code that raises them (``reason_codes``), and examples are real events captured from the pipeline
 (``docs/asyncapi-examples.json``, written by ``tests/e2e/test_backend_kit.py`` with
 ``DESKGEN_CAPTURE_EXAMPLES=1``).
@@ -22,31 +22,55 @@ from typing import Any
 
 import yaml
 
+from deskgen.common.topology import RESULT_KIND, STAGES, consumer_of, event_types
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = ROOT / "docs" / "asyncapi.yaml"
 EXAMPLES = ROOT / "docs" / "asyncapi-examples.json"
 SCHEMAS = ROOT / "common" / "schemas"
 BINDING_VERSION = "0.5.0"
 
-__all__ = ["build", "reason_codes", "MESSAGES", "DOCUMENT", "EXAMPLES"]
+__all__ = ["build", "reason_codes", "messages", "DOCUMENT", "EXAMPLES"]
 
-# kind -> (message name, summary, who sends it)
-MESSAGES = {
-    "uploaded": ("photoUploaded", "A backend stored a photo and asks for a generation.", "backend"),
-    "classified": ("photoClassified", "The classifier found a desk setup.", "classifier"),
-    "captioned": ("photoCaptioned", "The captioner wrote captions and the generation prompt.", "captioner"),
-    "generated": ("jobFinished", "The one terminal result of a job: succeeded, rejected or failed.",
-                  "any stage (the one that ended the job)"),
-    "dlq": ("dlqRecord", "An input that could not be processed, kept for inspection and replay.",
-            "any stage (with a rejected/failed result on generated)"),
-    "product": ("productUpserted", "A product of the shop's catalogue was added or changed.",
-                "backend (the shop's catalogue)"),
+# The kinds no stage produces: kind -> (summary, who sends it). A stage's input that nobody produces and
+# that is not listed here is sent by the backend.
+_OTHER_SENDERS = {
+    "uploaded": ("A backend stored a photo and asks for a generation.", "backend"),
+    "dlq": ("An input that could not be processed, kept for inspection and replay.",
+            f"any stage (with a rejected/failed result on {RESULT_KIND})"),
+    "product": ("A product of the shop's catalogue was added or changed.", "backend (the shop's catalogue)"),
 }
 # The catalogue is not a pipeline hop: its topic is compacted, keyed by product id, and a null value deletes.
-_CATALOGUE_MODULE = ROOT / "common" / "catalogue.py"
+_CATALOGUE = ROOT / "common" / "catalogue"
 
 # Calls that carry a reason code as first argument (or reason=), and the status they end a job with.
 _REASON_CALLS = {"InvalidInputError": "rejected", "Reject": "rejected", "_reject": "rejected"}
+
+
+def messages() -> dict[str, tuple[str, str, str]]:
+    """kind -> (message name, summary, who sends it): each stage's input and output in the topology's order,
+    then the DLQ and the catalogue. The name comes from the CloudEvents type (com.deskgen.job.finished:
+    jobFinished)."""
+    rows: dict[str, tuple[str, str]] = {}
+    for stage in STAGES.values():
+        rows.setdefault(stage.consumes, _OTHER_SENDERS.get(stage.consumes, (f"The input of the {stage.name} stage.",
+                                                                            "backend")))
+        sender = "any stage (the one that ended the job)" if stage.produces == RESULT_KIND else stage.name
+        rows[stage.produces] = (stage.summary, sender)
+    rows.update({kind: _OTHER_SENDERS[kind] for kind in ("dlq", "product")})
+    return {kind: (_message_name(_ce_types()[kind]), summary, sender) for kind, (summary, sender) in rows.items()}
+
+
+def _ce_types() -> dict[str, str]:
+    """Every kind's CloudEvents type, the pipeline's read from the topology now (a stage registered late too)."""
+    from deskgen.common import events
+
+    return {**events.CE_TYPES, **event_types()}
+
+
+def _message_name(ce_type: str) -> str:
+    noun, verb = ce_type.split(".")[-2:]
+    return noun + verb.capitalize()
 
 
 def reason_codes(paths: list[Path] | None = None) -> dict[str, list[str]]:
@@ -57,7 +81,7 @@ def reason_codes(paths: list[Path] | None = None) -> dict[str, list[str]]:
     """
     if paths is None:
         paths = [p for root in (ROOT / "common", ROOT / "services") for p in sorted(root.rglob("*.py"))
-                 if p != _CATALOGUE_MODULE]
+                 if _CATALOGUE not in p.parents]
     found: dict[str, set[str]] = {}
     for path in paths:
         tree = ast.parse(path.read_text(), str(path))
@@ -107,7 +131,7 @@ def _component_schemas() -> dict[str, Any]:
         return [rewrite(v) for v in node] if isinstance(node, list) else node
 
     schemas = {"cloudEventsHeaders": _headers_schema(), **rewrite(json.loads((SCHEMAS / "defs.json").read_text())["$defs"])}
-    for kind in MESSAGES:
+    for kind in messages():
         schema = rewrite(json.loads((SCHEMAS / f"{kind}.json").read_text()))
         schemas.update(schema.pop("$defs", {}))  # a schema's own definitions (product.json's category)
         schemas[f"{kind}Event"] = schema
@@ -132,7 +156,7 @@ def _headers_schema() -> dict[str, Any]:
             "ce_specversion": {"type": "string", "const": "1.0"},
             "ce_id": {"type": "string", "description": "Unique per event (the pipeline uses a UUID)."},
             "ce_source": {"type": "string", "description": "Who produced it: /deskgen/<stage>, or the backend's own URI."},
-            "ce_type": {"type": "string", "enum": list(events.CE_TYPES.values())},
+            "ce_type": {"type": "string", "enum": list(_ce_types().values())},
             "ce_time": {"type": "string", "format": "date-time"},
             "ce_subject": {"$ref": "#/components/schemas/job_id", "description": "The job id (= the Kafka key)."},
             "content-type": {"type": "string", "const": "application/json"},
@@ -153,14 +177,12 @@ def _product_headers() -> dict[str, Any]:
 
 
 def _message(kind: str, examples: list[dict]) -> dict[str, Any]:
-    from deskgen.common import events
-
-    name, summary, sender = MESSAGES[kind]
+    name, summary, sender = messages()[kind]
     if kind == "product":
-        codes = ", ".join(reason_codes([_CATALOGUE_MODULE]))
+        codes = ", ".join(reason_codes(sorted(_CATALOGUE.rglob("*.py"))))
         return {
             "name": name,
-            "title": events.CE_TYPES[kind],
+            "title": _ce_types()[kind],
             "summary": summary,
             "description": (f"Produced by: {sender}. Kafka key = product id (UTF-8), equal to the payload's id; "
                             "a record with a null value (tombstone) deletes the product. Every captioner replica "
@@ -174,17 +196,17 @@ def _message(kind: str, examples: list[dict]) -> dict[str, Any]:
         }
     message: dict[str, Any] = {
         "name": name,
-        "title": events.CE_TYPES[kind],
+        "title": _ce_types()[kind],
         "summary": summary,
         "description": f"Produced by: {sender}. Kafka key = job id (UTF-8).",
         "contentType": "application/json",
         "correlationId": {"location": "$message.payload#/job_id", "description": "The job id (also the Kafka key)."},
         "headers": {"type": "object", "allOf": [{"$ref": "#/components/schemas/cloudEventsHeaders"},
-                                                {"properties": {"ce_type": {"const": events.CE_TYPES[kind]}}}]},
+                                                {"properties": {"ce_type": {"const": _ce_types()[kind]}}}]},
         "payload": {"$ref": f"#/components/schemas/{kind}Event"},
         "bindings": {"kafka": {"key": {"$ref": "#/components/schemas/job_id"}, "bindingVersion": BINDING_VERSION}},
     }
-    if kind == "generated":
+    if kind == RESULT_KIND:
         codes = reason_codes()
         message["description"] += (" Exactly one per published upload event, written in a Kafka transaction: "
                                    "read it with isolation.level=read_committed. A result that is not `succeeded` "
@@ -203,7 +225,7 @@ def _channel(kind: str) -> str:
 
 def _channels(topics: dict[str, Any]) -> dict[str, Any]:
     channels = {}
-    for kind, (name, _, _) in MESSAGES.items():
+    for kind, (name, _, _) in messages().items():
         topic = f"{topics['prefix']}{_channel(kind)}"
         channels[_channel(kind)] = {
             "address": topic,
@@ -218,31 +240,39 @@ def _channels(topics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _operations() -> dict[str, Any]:
+    names = messages()
+
     def operation(action: str, kind: str, summary: str, description: str, **kafka: Any) -> dict[str, Any]:
-        name, channel = MESSAGES[kind][0], _channel(kind)
+        name, channel = names[kind][0], _channel(kind)
         result = {"action": action, "channel": {"$ref": f"#/channels/{channel}"}, "summary": summary,
                   "description": description, "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"}]}
         if kafka:
             result["bindings"] = {"kafka": {**kafka, "bindingVersion": BINDING_VERSION}}
         return result
 
+    def hop(kind: str) -> str:
+        producer = next(stage.name for stage in STAGES.values() if stage.produces == kind)
+        consumer = consumer_of(kind)
+        return f"Internal hop ({producer} -> {consumer.name})" if consumer else f"The output of {producer}"
+
     group = {"type": "string", "description": "The backend's own consumer group (one per backend service)."}
+    first = next(iter(STAGES.values())).consumes
+    watched = [stage.produces for stage in STAGES.values() if stage.produces != RESULT_KIND]
     return {
         "submitJob": operation(
-            "send", "uploaded", "Store the photo at uploads/<job_id>/original.<ext>, then publish this event.",
+            "send", first, "Store the photo at uploads/<job_id>/original.<ext>, then publish this event.",
             "Key = job id. Use an idempotent producer (acks=all). Publishing the same job twice runs it twice "
             "and gives two results; the objects are overwritten, not duplicated (keys derive from the job id)."),
         "receiveResult": operation(
-            "receive", "generated", "Read each job's one terminal result.",
+            "receive", RESULT_KIND, "Read each job's one terminal result.",
             "Consume with isolation.level=read_committed (stages write results in transactions; an aborted "
             "attempt is never seen) and match results to jobs by key = job id.", groupId=group),
-        "watchClassified": operation("receive", "classified", "Optional: follow a job's progress.",
-                                     "Internal hop (classifier -> captioner); a backend need not read it.", groupId=group),
-        "watchCaptioned": operation("receive", "captioned", "Optional: follow a job's progress.",
-                                    "Internal hop (captioner -> generator); a backend need not read it.", groupId=group),
+        **{f"watch{kind.capitalize()}": operation("receive", kind, "Optional: follow a job's progress.",
+                                                  f"{hop(kind)}; a backend need not read it.", groupId=group)
+           for kind in watched},
         "inspectDlq": operation("receive", "dlq", "Optional: inspect refused inputs.",
                                 "Operators read it to find and replay refused records; each also has a result "
-                                "on generated.", groupId=group),
+                                f"on {RESULT_KIND}.", groupId=group),
         "publishProduct": operation(
             "send", "product", "Add, change or (with a null value) delete a catalogue product.",
             "Key = product id. Recommendations follow within seconds; the topic is compacted, so the latest "
@@ -271,7 +301,7 @@ def build() -> str:
         "channels": _channels(topics),
         "operations": _operations(),
         "components": {
-            "messages": {name: _message(kind, examples.get(kind, [])) for kind, (name, _, _) in MESSAGES.items()},
+            "messages": {name: _message(kind, examples.get(kind, [])) for kind, (name, _, _) in messages().items()},
             "schemas": _component_schemas(),
         },
     }
