@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import FatalError
+from .topology import event_kinds
 
 __all__ = ["KafkaSettings", "S3Settings", "RuntimeSettings", "ImageSettings", "StageSettings", "load", "describe"]
 
@@ -100,7 +101,7 @@ class RuntimeSettings(BaseSettings):
 
     model_config = _config("DESKGEN_")
 
-    topic_prefix: str = Field("deskgen.", description="Topic names are prefix + uploaded|classified|captioned|generated|dlq.")
+    topic_prefix: str = Field("deskgen.", description=f"Topic names are prefix + {'|'.join(event_kinds())}.")
     instance_id: str = Field(default_factory=socket.gethostname, json_schema_extra={"shown_default": "host name"}, description="Stable id of this instance (pod name); the Kafka transactional id is <group>-<instance_id>, so a restarted instance fences its crashed predecessor at once.")
     http_host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz (0.0.0.0 in a cluster).")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz (0 picks a free one).")
