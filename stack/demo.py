@@ -20,10 +20,11 @@ from devenv import dev_model_env
 from samples import write_samples
 
 from deskgen.common.backend import Backend, BackendSettings
+from deskgen.common.topology import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / ".stack" / "demo"
-PORTS = {"classifier": 18081, "captioner": 18082, "generator": 18083}
+PORTS = {stage: 18081 + number for number, stage in enumerate(STAGES)}
 DESKGEN = [sys.executable, "-m", "deskgen.common.cli"]
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from deskgen.common import topology
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path += [str(ROOT / "stack"), str(ROOT / "tests")]  # samples, pipeline; chart.dashboard_queries
 
@@ -24,7 +26,7 @@ KUBECONFIG = ROOT / ".cache" / "k8s" / "run" / "admin.kubeconfig"
 TIMINGS = ROOT / ".cache" / "k8s" / "timings.tsv"
 NAMESPACE = "deskgen"
 RELEASE = "deskgen"
-STAGES = ("classifier", "captioner", "generator")
+STAGES = tuple(topology.STAGES)
 KAFKA = "10.96.100.10:9092"
 S3 = "10.96.100.11:9000"
 S3_KEYS = ("deskgen-dev", "deskgen-dev-secret-key")  # k8s/dev-deps.yaml

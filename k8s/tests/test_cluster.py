@@ -19,6 +19,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from deskgen.common import topology
+
 from conftest import (GPU_NODE, KAFKA, NAMESPACE, NODE, RELEASE, ROOT, S3, STAGES, VALUES,
                       condition, get_json, helm, job_logs, kubectl, record, stage_pods, submit_job, wait_until)
 
@@ -149,7 +151,7 @@ def prometheus(release, tmp_path_factory):
     def refresh() -> int:
         slices = get_json("endpointslices", "-n", NAMESPACE, "-l",
                           f"app.kubernetes.io/name=deskgen,app.kubernetes.io/instance={RELEASE},"
-                          "app.kubernetes.io/component in (classifier,captioner,generator)")["items"]
+                          f"app.kubernetes.io/component in ({','.join(STAGES)})")["items"]
         groups = []
         for item in slices:
             port = next(p["port"] for p in item["ports"] if p["name"] == "http")
@@ -268,8 +270,7 @@ def test_faults_under_load_lose_and_duplicate_nothing(release, pipeline):
 
 
 def _backlog_zero(pipeline):
-    total = sum(pipeline.backlog(f"deskgen-{stage}", kind)
-                for stage, kind in (("classifier", "uploaded"), ("captioner", "classified"), ("generator", "captioned")))
+    total = sum(pipeline.backlog(f"deskgen-{stage.name}", stage.consumes) for stage in topology.STAGES.values())
     return (True, total) if total == 0 else None
 
 

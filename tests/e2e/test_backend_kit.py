@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator
 
 import asyncapi
 from deskgen.common import events
+from deskgen.common.topology import STAGES
 from samples import write_samples
 from support.pipeline import Pipeline
 
@@ -27,7 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.realweights
 
 JAVA_EXAMPLE = asyncapi.ROOT / "examples" / "backend-java"
 PYTHON_EXAMPLE = asyncapi.ROOT / "examples" / "backend-python" / "backend.py"
-STAGES = ("classifier", "captioner", "generator")
 # file -> (status, reason) the job must end with
 EXPECTED = {"desk-drawing-1.png": ("succeeded", None), "coffee.jpg": ("rejected", "not_desk"),
             "not-a-photo.jpg": ("rejected", "image_undecodable")}

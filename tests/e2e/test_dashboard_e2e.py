@@ -16,7 +16,7 @@ from samples import draw_desk
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.realweights]
 
-STAGES = ("classifier", "captioner", "generator")
+from deskgen.common.topology import STAGES
 # Long enough to hold both waves of jobs; a rate needs only two samples (1 s scrapes) in its window.
 RATE_INTERVAL = "2m"
 WAVES = 2  # a counter's first sample is its first value: the second wave makes every rate non-zero

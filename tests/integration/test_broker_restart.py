@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from deskgen.common.topology import STAGES
 from support.pipeline import photo_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
-STAGES = ("classifier", "captioner", "generator")
 
 
 def test_stages_commit_again_within_two_minutes_of_a_broker_restart(pipeline):

@@ -16,7 +16,7 @@ from importlib.resources import files
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from deskgen.common import events
+from deskgen.common import events, topology
 
 __all__ = ["JOB", "MAX_EVENT_BYTES", "REASONS", "PIPELINE_KINDS", "DEFECTS", "PIPELINE_ONLY_DEFECTS", "UNSAFE_JOB_IDS",
            "UNSAFE_IMAGE_KEYS", "UNSAFE_KEYS", "Hostile", "valid_data", "hostile_records", "sample"]
@@ -24,7 +24,7 @@ __all__ = ["JOB", "MAX_EVENT_BYTES", "REASONS", "PIPELINE_KINDS", "DEFECTS", "PI
 JOB = "JOBID"
 MAX_EVENT_BYTES = 256 * 1024  # the limit the tests configure (DESKGEN_MAX_EVENT_BYTES)
 REASONS = {"event_too_large", "event_headers_invalid", "event_type_unexpected", "event_not_json", "event_invalid"}
-PIPELINE_KINDS = ("uploaded", "classified", "captioned")
+PIPELINE_KINDS = tuple(stage.consumes for stage in topology.STAGES.values())  # the kinds a stage reads
 _REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type")
 
 UNSAFE_JOB_IDS = (f"../{JOB}", f"/{JOB}", f"{JOB}/..", f"{JOB}/x", f"{JOB}\\..", f"{JOB}\n", f" {JOB}", f"-{JOB}",
