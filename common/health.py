@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -14,9 +15,11 @@ __all__ = ["HealthState", "serve_http"]
 
 class HealthState:
     """What the probes report. ``alive`` turns false when the loop is stopping, or has not
-    completed a step for ``stall_s`` seconds once it started (a wedged client library)."""
+    completed a step for ``stall_s`` seconds once it started (a wedged client library).
+    ``tables_ready`` says whether the stage's tables have caught up and still follow their topics."""
 
-    def __init__(self, stall_s: float = 300.0) -> None:
+    def __init__(self, stall_s: float = 300.0, tables_ready: Callable[[], bool] = lambda: True) -> None:
+        self.tables_ready = tables_ready
         self.running = True
         self.model_loaded = False
         self.group_joined = False
@@ -35,11 +38,12 @@ class HealthState:
 
     @property
     def ready(self) -> bool:
-        return self.alive and self.model_loaded and self.group_joined and self.broker_reachable
+        return (self.alive and self.model_loaded and self.tables_ready() and self.group_joined
+                and self.broker_reachable)
 
     def as_dict(self) -> dict[str, bool]:
-        return {"alive": self.alive, "model_loaded": self.model_loaded, "group_joined": self.group_joined,
-                "broker_reachable": self.broker_reachable, "ready": self.ready}
+        return {"alive": self.alive, "model_loaded": self.model_loaded, "tables_ready": self.tables_ready(),
+                "group_joined": self.group_joined, "broker_reachable": self.broker_reachable, "ready": self.ready}
 
 
 def serve_http(state: HealthState, host: str, port: int) -> ThreadingHTTPServer:

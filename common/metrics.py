@@ -7,7 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "STAGE_DURATION", "INFERENCE", "JOB_E2E", "EVENTS", "RESULTS", "DLQ", "RETRIES", "TRANSACTIONS",
     "MODEL_LOAD", "INFLIGHT", "CONSUMER_LAG", "BATCH_SIZE", "READY", "GPU_MEMORY",
-    "CATALOGUE_SIZE", "CATALOGUE_LAG", "RECOMMEND",
+    "TABLE_UP", "TABLE_LAG", "CATALOGUE_SIZE", "RECOMMEND",
 ]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -34,6 +34,8 @@ GPU_MEMORY = Gauge("deskgen_gpu_memory_bytes", "GPU memory of the stage's proces
                    ["stage", "kind"])
 CATALOGUE_SIZE = Gauge("deskgen_catalogue_products", "Products held in the replica's catalogue (available | unavailable).",
                        ["stage", "availability"])
-CATALOGUE_LAG = Gauge("deskgen_catalogue_lag", "Catalogue records not yet applied (end offsets - position).", ["stage"])
+TABLE_UP = Gauge("deskgen_table_up", "1 when the table has replayed its topic and follows it; 0 before, or when its "
+                 "feed failed.", ["stage", "table"])
+TABLE_LAG = Gauge("deskgen_table_lag", "Table records not yet applied (end offsets - position).", ["stage", "table"])
 RECOMMEND = Histogram("deskgen_recommend_seconds", "Time to choose a job's products (embed queries, search, rank).",
                       ["stage"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))

@@ -1,4 +1,5 @@
-"""Metrics observed by the runtime: per job, consumer lag from librdkafka's statistics, GPU memory."""
+"""Metrics observed by the runtime: the series that exist from start-up, per job, consumer lag from
+librdkafka's statistics, GPU memory."""
 
 from __future__ import annotations
 
@@ -9,12 +10,38 @@ from datetime import datetime
 
 from . import metrics
 from .errors import InvalidInputError
-from .records import Item
-from .stage import Reject
+from .records import RUNTIME_REASONS, Item
+from .stage import Reject, Stage
 
-__all__ = ["observe_job", "observe_lag", "forget_lag", "observe_gpu_memory"]
+__all__ = ["start_series", "observe_job", "observe_lag", "forget_lag", "observe_gpu_memory"]
 
 log = logging.getLogger("deskgen.runtime")
+
+
+def start_series(stage: Stage) -> None:
+    """Create, zero-valued, every label set of ``stage`` that the dashboard and the alerts select.
+
+    A series that first appears with its first event has no earlier sample, so a rate over it misses that
+    event and a panel over it has no data until a later scrape; these exist before the first job instead.
+    Label sets that depend on the job (a stage's own reasons) or on assignment (partitions) appear later.
+    """
+    name = stage.name
+    for outcome in ("ok", "rejected", "failed"):
+        metrics.EVENTS.labels(name, outcome)
+        metrics.STAGE_DURATION.labels(name, outcome)
+    for status in ("succeeded", "rejected", "failed") if stage.produces == "generated" else ("rejected", "failed"):
+        metrics.JOB_E2E.labels(name, status)
+    if stage.produces == "generated":
+        metrics.RESULTS.labels(name, "succeeded", "")
+    for reason in RUNTIME_REASONS:  # each ends the job as failed
+        metrics.DLQ.labels(name, reason)
+        metrics.RESULTS.labels(name, "failed", reason)
+    for result in ("committed", "aborted"):
+        metrics.TRANSACTIONS.labels(name, result)
+    for histogram in (metrics.INFERENCE, metrics.BATCH_SIZE):
+        histogram.labels(name)
+    for gauge in (metrics.INFLIGHT, metrics.READY, metrics.MODEL_LOAD):
+        gauge.labels(name).set(0)
 
 
 def observe_job(stage_name: str, item: Item, elapsed: float) -> None:

@@ -18,9 +18,15 @@ from .errors import InvalidInputError
 from .events import Event, Record
 from .stage import Emit, Reject, Stage
 
-__all__ = ["Item", "build_records", "dlq_record", "commit_offsets", "first_offsets"]
+__all__ = ["Item", "build_records", "dlq_record", "commit_offsets", "first_offsets", "DECODE_REASONS",
+           "RUNTIME_REASONS"]
 
 DLQ_PAYLOAD_BYTES = 64 * 1024
+# The reasons ``events.decode`` gives a record it refuses (tests/unit/common/test_catalogue_index.py checks them).
+DECODE_REASONS = ("event_too_large", "event_headers_invalid", "event_type_unexpected", "event_not_json", "event_invalid")
+# The DLQ reasons the runtime itself gives, whatever the stage, each ending the job as failed: an undecodable
+# event, a stage's unexpected exception or broken output, retries used up, an event that kept killing the process.
+RUNTIME_REASONS = (*DECODE_REASONS, "stage_error", "stage_output_invalid", "retries_exhausted", "stage_crashed")
 
 
 @dataclass
@@ -90,18 +96,18 @@ def build_records(item: Item, stage: Stage, topic: Callable[[str], str]) -> list
         data = {**carried, **({stage.section: outcome.section} if outcome.section else {})}
         result("rejected", data, outcome.reason, outcome.detail)
         return item.records
-    item.records.append((topic("dlq"), dlq_record(item, outcome, stage.name)))
+    item.records.append((topic("dlq"), dlq_record(item.message, outcome, stage.name, item.job_id)))
     if item.job_id is not None:
         result(outcome.status, carried, outcome.reason, outcome.detail)
     return item.records
 
 
-def dlq_record(item: Item, error: InvalidInputError, stage_name: str) -> Record:
-    """The dead-letter record of an event: why it failed and the original bytes (truncated at 64 KiB)."""
-    message = item.message
+def dlq_record(message: Message, error: InvalidInputError, stage_name: str, job_id: str | None = None) -> Record:
+    """The dead-letter record of a consumed record (an event, or a table's row): why it failed and the
+    original bytes (truncated at 64 KiB)."""
     value = message.value() or b""
     data = {
-        "job_id": item.job_id, "stage": stage_name, "reason": error.reason, "detail": error.detail[:2000],
+        "job_id": job_id, "stage": stage_name, "reason": error.reason, "detail": error.detail[:2000],
         "status": error.status,
         "source": {"topic": message.topic(), "partition": message.partition(), "offset": message.offset()},
         "failed_at": events.now(),

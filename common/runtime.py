@@ -15,6 +15,9 @@ Assumptions:
   predecessor with the same id at start-up, so readers are not held up by its open transaction.
 - Work longer than ``max.poll.interval.ms`` is safe: while a batch is being handled the consumer's
   partitions are paused and the loop keeps polling, so the group sees a live member.
+- The stage's tables (``tables.py``) have replayed their topics before the first event is consumed; a
+  table whose feed fails stops the process (exit 2), so no event is handled against a table that stopped
+  following.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from .errors import FatalError, InvalidInputError
 from .handling import Handled, Handler
 from .health import HealthState
 from .kafka import group_id, make_consumer, make_producer_config
-from .observe import forget_lag, observe_gpu_memory, observe_job, observe_lag
+from .observe import forget_lag, observe_gpu_memory, observe_job, observe_lag, start_series
 from .records import Item, build_records, commit_offsets, first_offsets
 from .retry import Backoff
 from .settings import ImageSettings, KafkaSettings, RuntimeSettings
 from .stage import Stage
 from .starvation import FetchWatch
 from .storage import ObjectStore
+from .tables import Tables
 
 __all__ = ["Runtime"]
 
@@ -54,7 +58,9 @@ class Runtime:
     def __init__(self, stage: Stage, *, runtime: RuntimeSettings, kafka: KafkaSettings, store: ObjectStore,
                  images: ImageSettings):
         self.stage, self.settings, self.kafka, self.store, self._images = stage, runtime, kafka, store, images
-        self.health = HealthState(stall_s=max(300.0, kafka.max_poll_interval_ms / 1000))
+        self.tables = Tables(stage.tables, kafka, runtime, stage=stage.name)
+        self.health = HealthState(stall_s=max(300.0, kafka.max_poll_interval_ms / 1000),
+                                  tables_ready=lambda: self.tables.ready)
         self.stop_requested = threading.Event()
         self._backoff = Backoff(runtime.retry_max_attempts, runtime.retry_base_ms / 1000, runtime.retry_max_ms / 1000)
         self._batch_max = runtime.batch_max or stage.batch_max
@@ -68,17 +74,22 @@ class Runtime:
         self._fetch_watch = FetchWatch(runtime.partition_stall_seconds)
         self._fatal: FatalError | None = None
         self._labels = {"stage": stage.name}
+        start_series(stage)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Load the stage, join the group and process batches until ``stop()``; returns the exit code."""
+        """Load the stage, replay its tables, join the group and process batches until ``stop()``; returns the
+        exit code."""
         try:
             started = time.monotonic()
             self.stage.load()
             metrics.MODEL_LOAD.labels(**self._labels).set(time.monotonic() - started)
+            observe_gpu_memory(self.stage.name)
             self.health.model_loaded = True
             log.info("%s: model loaded in %.1f s", self.stage.name, time.monotonic() - started)
+            self.tables.start()
+            self.tables.wait(self.stop_requested)
             self._connect()
             while self._consumer is not None and not self.stop_requested.is_set():
                 self._step()
@@ -121,11 +132,14 @@ class Runtime:
             self._consumer.close()
         if self._checkpoint is not None:
             self._checkpoint.close()
+        self.tables.close()
 
     # -- callbacks ---------------------------------------------------------------------------
 
     def _on_assign(self, consumer, partitions) -> None:
         self._fetch_watch.assigned(partitions)
+        for p in partitions:  # the lag series exists from assignment, before librdkafka's first statistics
+            metrics.CONSUMER_LAG.labels(self.stage.name, p.topic, str(p.partition))
         self.health.group_joined = True
         metrics.READY.labels(**self._labels).set(1 if self.health.ready else 0)
         log.info("%s: assigned %s", self.stage.name, [p.partition for p in partitions])
@@ -162,6 +176,7 @@ class Runtime:
 
     def _step(self) -> None:
         self.health.beat()
+        self.tables.check()
         self._fetch_watch.check(self._consumer)
         first = self._stash.pop(0) if self._stash else self._fetched(self._consumer.poll(0.5))
         if first is None:

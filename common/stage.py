@@ -1,8 +1,8 @@
 """The contract between the runtime and a stage.
 
-A stage declares what it consumes and produces, loads its model in ``load()`` and turns one
-event into one outcome in ``handle(event, blobs)``. It never touches Kafka, S3 clients, metrics
-or retries: the runtime does, around it.
+A stage declares what it consumes and produces and the tables it reads, loads its model in ``load()``
+and turns one event into one outcome in ``handle(event, blobs)``. It never touches Kafka, S3 clients,
+metrics or retries: the runtime does, around it (it also feeds the stage's tables: ``tables.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .topology import spec
 
 if TYPE_CHECKING:
     from .events import Event
+    from .tables import Table
 
 __all__ = ["Blob", "Blobs", "Emit", "Reject", "Outcome", "Stage"]
 
@@ -75,10 +76,13 @@ class Stage(Protocol):
         produces: the output event kind; by default the topology's entry for ``name``.
         section: the key its ``Emit.section`` is stored under in the output data; by default the topology's.
         batch_max: most events the runtime hands over at once (``DESKGEN_BATCH_MAX`` overrides it).
+        tables: the compacted topics it reads whole (``tables.Table``); the runtime replays each before the
+            first event and keeps it following.
     """
 
     name: str
     batch_max: int = 1
+    tables: tuple[Table, ...] = ()
 
     @property
     def consumes(self) -> str:

@@ -18,13 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from deskgen.common import metrics
-from deskgen.common.catalogue import CatalogueFeed, categories
-from deskgen.common.errors import FatalError
+from deskgen.common.catalogue import categories
+from deskgen.common.catalogue.embedder import SentenceEmbedder
+from deskgen.common.catalogue.index import Catalogue
 from deskgen.common.models import ModelSources
-from deskgen.common.settings import KafkaSettings, RuntimeSettings, load
 
-from .catalogue import Catalogue
-from .embedder import SentenceEmbedder
 from .keywords import Keyword, objects_in, split_items, strip_echo
 from .settings import CaptionerSettings
 
@@ -89,31 +87,16 @@ def products_phrase(products: list[dict[str, Any]]) -> str:
 
 
 class Recommender:
-    """Holds the catalogue (fed from Kafka) and picks each job's products."""
+    """Picks each job's products from the catalogue, a table the runtime loads, replays and keeps following
+    (the stage declares it in ``tables``): by the first job it holds the whole topic."""
 
-    def __init__(self, catalogue: Catalogue, feed: CatalogueFeed | None, *, limit: int = 5, per_category: int = 1,
-                 evidence_min: float = 0.05, catchup_timeout_s: float = 600.0):
-        self.catalogue, self.feed = catalogue, feed
+    def __init__(self, catalogue: Catalogue, *, limit: int = 5, per_category: int = 1, evidence_min: float = 0.05):
+        self.catalogue = catalogue
         self.limit, self.per_category, self.evidence_min = limit, per_category, evidence_min
-        self.catchup_timeout_s = catchup_timeout_s
-
-    def load(self) -> None:
-        """Load the embedder, replay the catalogue; returns once caught up (readiness waits for it).
-
-        Raises:
-            FatalError: the topic is missing, the feed failed, or it did not catch up in time.
-        """
-        self.catalogue.load()
-        if self.feed is not None:
-            self.feed.start()
-            if not self.feed.wait(self.catchup_timeout_s):
-                raise FatalError(f"the catalogue did not catch up within {self.catchup_timeout_s:.0f} s "
-                                 "(DESKGEN_CAPTIONER_CATALOGUE_CATCHUP_TIMEOUT_S)")
+        metrics.RECOMMEND.labels(catalogue.stage)  # the series exists before the first recommendation
 
     def recommend(self, captions: list[tuple[str, str]], keywords: list[Keyword],
                   evidence: list[dict[str, Any]]) -> Recommendation:
-        if self.feed is not None and self.feed.error is not None:  # a stale catalogue: restart instead
-            raise FatalError(f"the catalogue feed stopped: {self.feed.error}")
         started = time.perf_counter()
         wanted = desires(captions, keywords, evidence, evidence_min=self.evidence_min)
         chosen: list[dict[str, Any]] = []
@@ -137,13 +120,11 @@ class Recommender:
 
 
 def build_recommender(settings: CaptionerSettings) -> Recommender | None:
-    """The catalogue and its Kafka feed (not started yet), or None when recommendations are off."""
+    """The recommender and its catalogue (not loaded: the runtime loads and feeds it), or None when
+    recommendations are off."""
     if not settings.catalogue:
         return None
-    runtime = load(RuntimeSettings)
     catalogue = Catalogue(SentenceEmbedder(settings.embedder, sources=ModelSources.load()),
-                          cache_dir=settings.embedding_cache or runtime.state_dir / "embeddings")
-    feed = CatalogueFeed(load(KafkaSettings), runtime, catalogue.apply, stage="captioner")
-    return Recommender(catalogue, feed, limit=settings.products_max, per_category=settings.products_per_category,
-                       evidence_min=settings.products_evidence_min,
-                       catchup_timeout_s=settings.catalogue_catchup_timeout_s)
+                          cache_dir=settings.embedding_cache, catchup_timeout_s=settings.catalogue_catchup_timeout_s)
+    return Recommender(catalogue, limit=settings.products_max, per_category=settings.products_per_category,
+                       evidence_min=settings.products_evidence_min)

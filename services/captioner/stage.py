@@ -32,7 +32,7 @@ class CaptionerStage(Stage):
     ``negative_prompt``, ``preset``, ``concept``, ``theme`` (WEEKDAY's day, else null), ``model``
     {name, version, uri}, ``weights`` (``real`` | ``dev-random``), ``timings`` (ms) and, with a
     recommender, ``products`` (``recommend.py``; named in the prompt) and ``products_note`` (why
-    there are none, else null).
+    there are none, else null). With a recommender its catalogue is the stage's one table.
     """
 
     name = "captioner"
@@ -42,11 +42,10 @@ class CaptionerStage(Stage):
         self.captioner = captioner
         self.concepts = concepts or concept_book()
         self.recommender = recommender
+        self.tables = (recommender.catalogue,) if recommender is not None else ()
 
     def load(self) -> None:
         self.captioner.load()
-        if self.recommender is not None:
-            self.recommender.load()
 
     def handle(self, event: Event, blobs: Blobs) -> Emit:
         data = event.data

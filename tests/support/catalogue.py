@@ -16,6 +16,21 @@ def products_cli(pipeline, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def sample_products() -> list[dict]:
+    return [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+def catalogue_of(embedder, products: list[dict], cache_dir=None):
+    """A loaded ``Catalogue`` holding ``products``."""
+    from deskgen.common.catalogue.index import Catalogue
+    from deskgen.common.tables import Change
+
+    catalogue = Catalogue(embedder, cache_dir=cache_dir)
+    catalogue.load()
+    catalogue.apply([Change(p["id"], p) for p in products])
+    return catalogue
+
+
 def write_products(path, products) -> str:
     path.write_text("".join(json.dumps(p) + "\n" for p in products))
     return str(path)

@@ -22,7 +22,7 @@ from usearch.index import Index
 
 __all__ = ["VectorIndex", "EmbeddingCache"]
 
-log = logging.getLogger("deskgen.captioner.vectors")
+log = logging.getLogger("deskgen.catalogue.vectors")
 
 
 class VectorIndex:
@@ -72,10 +72,6 @@ class VectorIndex:
         found = [(self._id[int(key)], round(1.0 - float(distance), 6))
                  for key, distance in zip(matches.keys, matches.distances) if int(key) in self._id]
         return sorted(found, key=lambda hit: (-hit[1], hit[0]))
-
-    @property
-    def memory_bytes(self) -> int:
-        return int(self._index.memory_usage)
 
 
 class EmbeddingCache:

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from deskgen.common.models import ModelSources, resolve
+from ..models import ModelSources, resolve
 
 __all__ = ["DEFAULT_EMBEDDER_URI", "SentenceEmbedder"]
 
