@@ -60,7 +60,7 @@ build_dev() {
   local ctx="$ROOT/.cache/k8s/dev-context" component
   rm -rf "$ctx" && mkdir -p "$ctx"
   for component in kafka s3proxy; do
-    (cd "$ROOT/stack" && "$PY" -c "import localstack; localstack._classpath('$component')")
+    (cd "$ROOT/stack" && "$PY" -c "import servers; servers.classpath('$component')")
     cp -r "$ROOT/.cache/stack/$component/lib" "$ctx/$component-lib"
   done
   cp "$ROOT"/k8s/images/*.sh "$ctx/"

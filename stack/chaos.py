@@ -50,6 +50,7 @@ from devenv import dev_model_env  # noqa: E402
 from samples import draw_desk  # noqa: E402
 from pipeline import Pipeline, Service  # noqa: E402
 
+from deskgen.common import events  # noqa: E402
 from deskgen.common.catalogue import product_record, tombstone_record  # noqa: E402
 
 __all__ = ["Options", "Report", "run", "main"]
@@ -462,8 +463,9 @@ class _Run:
                 progress.tick()
                 time.sleep(0.05)
             job.published = time.time()
-            publisher.publish("uploaded", job.event(keys[job.id]))
-        publisher.flush(timeout=max(60.0, self.options.drain_timeout_s))
+            publisher.publish(events.encode("uploaded", job.event(keys[job.id]), source="/chaos"), wait=False)
+        publisher.flush(max(60.0, self.options.drain_timeout_s))
+        publisher.close()
         deadline = time.monotonic() + self.options.drain_timeout_s
         while not self._settled(jobs, chaos) and time.monotonic() < deadline:
             progress.tick()

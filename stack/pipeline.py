@@ -1,25 +1,33 @@
 """An isolated pipeline on the real local stack: its own topics and bucket, stage processes, a backend
-client and readers of the results. Used by the chaos run (stack/chaos.py) and, through
+client (common/backend.py) and readers of the results. Used by the chaos run (stack/chaos.py) and, through
 tests/support/pipeline.py (which adds the test stages), by the integration, e2e and chaos tests."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
+import mimetypes
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, ConsumerGroupTopicPartitions, IsolationLevel, KafkaError, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 from PIL import Image
+from pydantic import SecretStr
+
+import processes
+from deskgen.common import events, topology
+from deskgen.common.backend import Backend, BackendSettings, sniff_format
+from deskgen.common.kafka import make_admin, make_producer, make_reader
+from deskgen.common.keys import upload_key
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -41,7 +49,12 @@ def photo_bytes(color=(40, 160, 60), size=(96, 64), fmt="JPEG") -> bytes:
     return buffer.getvalue()
 
 
-@dataclass
+def content_type(photo: bytes, ext: str) -> str:
+    """The photo's MIME type, from its bytes; a file that is no image keeps its name's (``ext``)."""
+    return mimetypes.guess_type(f"photo.{sniff_format(photo) or ext}")[0] or "application/octet-stream"
+
+
+@dataclasses.dataclass
 class Service:
     """One stage process and its log."""
 
@@ -84,28 +97,22 @@ class Service:
         raise AssertionError(f"{self.name}: {pattern!r} not seen:\n{self.log()[-3000:]}")
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        processes.stop(self.process.pid, 0)
 
     def terminate(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
+        """SIGTERM, SIGKILL after ``timeout``; its exit code."""
+        processes.stop(self.process.pid, timeout)
+        return self.process.wait()
 
 
-@dataclass
+@dataclasses.dataclass
 class Pipeline:
     """Isolated topics (random prefix) and bucket on the shared local Kafka and S3 servers."""
 
     base_env: dict[str, str]
     workdir: Path
-    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}.")
-    services: list[Service] = field(default_factory=list)
+    prefix: str = dataclasses.field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}.")
+    services: list[Service] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.bucket = self.prefix.rstrip(".").replace("_", "-")
@@ -114,10 +121,8 @@ class Pipeline:
                     "DESKGEN_HTTP_PORT": "0", "DESKGEN_STATE_DIR": str(self.workdir / "state"),
                     "PYTHONUNBUFFERED": "1"}
         os.environ.update({k: self.env[k] for k in ("DESKGEN_TOPIC_PREFIX", "DESKGEN_S3_BUCKET")})
-        from deskgen.common.backend import Backend, BackendSettings
-
-        self.backend = Backend(BackendSettings.load().with_names(topic_prefix=self.prefix, bucket=self.bucket),
-                               source="/pipeline")
+        self.settings = BackendSettings.load().with_names(topic_prefix=self.prefix, bucket=self.bucket)
+        self.backend = Backend(self.settings, source="/pipeline")
         self.store = self.backend.store
         self.store.ensure_bucket()
 
@@ -150,7 +155,7 @@ class Pipeline:
             [PYTHON, str(self.stage_script), stage]
         log_path = self.workdir / f"{stage}-{instance}-{len(self.services)}.log"
         env = {**self.env, "DESKGEN_INSTANCE_ID": instance, **{k: str(v) for k, v in extra_env.items()}}
-        process = subprocess.Popen(command, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+        process = processes.spawn(command, log_path, cwd=ROOT, env=env)
         service = Service(f"{stage}-{instance}", process, log_path)
         self.services.append(service)
         return service
@@ -161,20 +166,31 @@ class Pipeline:
 
     # -- the backend's side --------------------------------------------------------------------
 
-    def submit(self, photo: bytes | None = None, *, ext: str = "jpg", **request) -> str:
-        """Upload a photo and publish its `uploaded` event through the backend client; returns the job id."""
-        return self.backend.submit(photo if photo is not None else photo_bytes(), request=request,
-                                   filename=f"photo.{ext}", content_type="image/jpeg")
+    def submit(self, photo: bytes | None = None, *, ext: str | None = None, **request) -> str:
+        """Upload a photo and publish its `uploaded` event through the backend client; returns the job id.
+        ``ext``: the file name's extension, by default the photo's format (``jpg`` for a file that is none)."""
+        photo = photo if photo is not None else photo_bytes()
+        ext = ext or sniff_format(photo) or "jpg"
+        return self.backend.submit(photo, request=request, filename=f"photo.{ext}", content_type=content_type(photo, ext))
+
+    def upload(self, photo: bytes, job_id: str, *, ext: str = "jpg") -> str:
+        """Store a job's photo under its upload key, as the backend does before publishing; returns the key."""
+        key = upload_key(job_id, ext)
+        self.store.put(key, photo, content_type(photo, ext))
+        return key
 
     def publish(self, kind: str, data: dict) -> None:
-        from deskgen.common import events
-
         self.backend.publish(events.encode(kind, data, source="/pipeline"))
+
+    def publisher(self) -> Backend:
+        """A backend client of its own for many events (``publish(record, wait=False)``, then ``flush``):
+        librdkafka stays quiet while the broker is away and keeps each event up to 10 minutes."""
+        quiet = {"message.timeout.ms": SecretStr("600000"), "log_level": SecretStr("2")}
+        kafka = self.kafka.model_copy(update={"extra": {**self.kafka.extra, **quiet}})
+        return Backend(dataclasses.replace(self.settings, kafka=kafka), source="/pipeline")
 
     def produce_raw(self, kind: str, key: bytes | None, value: bytes | None, headers=None) -> None:
         """Publish bytes that need not be an event at all (hostile tests)."""
-        from deskgen.common.kafka import make_producer
-
         producer = make_producer(self.kafka)
         producer.produce(self.topic(kind), key=key, value=value, headers=headers or [])
         if producer.flush(30) != 0:
@@ -185,8 +201,6 @@ class Pipeline:
     def read(self, kind: str, *, until=lambda records: False, timeout: float = 60.0, settle: float = 1.0) -> list[dict]:
         """Every committed record on a topic, from the beginning, until ``until(records)`` holds (then
         ``settle`` more seconds, so late duplicates show up) or ``timeout``."""
-        from deskgen.common.kafka import make_reader
-
         consumer = make_reader(self.kafka)
         topic = self.topic(kind)
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -224,10 +238,6 @@ class Pipeline:
     def backlog(self, group: str, kind: str, timeout: float = 30.0) -> int:
         """Committed records on a topic that consumer group ``group`` has not consumed (committed) yet:
         its lag as a ``read_committed`` reader sees it (transaction markers are not counted)."""
-        from confluent_kafka import ConsumerGroupTopicPartitions
-
-        from deskgen.common.kafka import make_admin, make_reader
-
         topic = self.topic(kind)
         admin = make_admin(self.kafka)
         partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
@@ -253,13 +263,10 @@ class Pipeline:
             raise AssertionError(f"{topic}: partitions {sorted(pending)} not read to the end in {timeout:.0f} s")
         return count
 
-    def open_transactions(self, kinds=("uploaded", "classified", "captioned", "generated", "dlq")) -> list[str]:
-        """Partitions whose last stable offset lags their high watermark: an open (undecided) transaction."""
-        from confluent_kafka import IsolationLevel
-        from confluent_kafka.admin import OffsetSpec
-
-        from deskgen.common.kafka import make_admin
-
+    def open_transactions(self, kinds: tuple[str, ...] | None = None) -> list[str]:
+        """Partitions whose last stable offset lags their high watermark: an open (undecided) transaction;
+        ``kinds``: the topics to look at, by default every event kind of the topology."""
+        kinds = kinds or topology.event_kinds()
         admin = make_admin(self.kafka)
         metadata = admin.list_topics(timeout=10).topics
         partitions = [TopicPartition(self.topic(kind), p) for kind in kinds for p in metadata[self.topic(kind)].partitions]
@@ -272,52 +279,8 @@ class Pipeline:
         return [f"{topic}[{partition}]: last stable offset {stable[topic, partition]} < high watermark {offset}"
                 for (topic, partition), offset in sorted(high.items()) if stable[topic, partition] < offset]
 
-    # -- a backend that publishes many jobs ------------------------------------------------------
-
-    def upload(self, photo: bytes, job_id: str, *, ext: str = "jpg") -> str:
-        """Store a job's photo under its upload key (as the backend does before publishing); returns the key."""
-        from deskgen.common.keys import upload_key
-
-        key = upload_key(job_id, ext)
-        self.store.put(key, photo, "image/png" if ext == "png" else "image/jpeg")
-        return key
-
-    def publisher(self) -> "Publisher":
-        """One long-lived producer for many events; it rides out broker restarts."""
-        return Publisher(self)
-
     def describe_failure(self) -> str:
         return "\n".join(f"--- {s.name} ---\n{s.log()[-4000:]}" for s in self.services)
-
-
-class Publisher:
-    """Publishes pipeline events through one idempotent producer; delivery is checked at ``flush``."""
-
-    def __init__(self, pipeline: Pipeline):
-        self._pipeline = pipeline
-        # Quiet while the broker is away (librdkafka logs every refused connection); delivery is checked.
-        from deskgen.common.kafka import make_producer
-
-        self._producer = make_producer(pipeline.kafka, **{"message.timeout.ms": 600000, "log_level": 2})
-        self.failures: list[str] = []
-
-    def publish(self, kind: str, data: dict) -> None:
-        from deskgen.common import events
-
-        record = events.encode(kind, data, source="/pipeline")
-        self._producer.produce(self._pipeline.topic(kind), key=record.key, value=record.value,
-                               headers=record.headers, on_delivery=self._delivered)
-        self._producer.poll(0)
-
-    def flush(self, timeout: float = 120.0) -> None:
-        """Wait until every event is delivered; raises AssertionError naming any that were not."""
-        left = self._producer.flush(timeout)
-        if left or self.failures:
-            raise AssertionError(f"{left} event(s) undelivered; failures: {self.failures[:5]}")
-
-    def _delivered(self, err, message) -> None:
-        if err is not None:
-            self.failures.append(f"{message.key()!r}: {err}")
 
 
 def dlq_payload(record: dict) -> bytes:

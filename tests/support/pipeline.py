@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import Pipeline as StackPipeline
-from pipeline import Publisher, Service, answers_ok, dlq_payload, photo_bytes
+from pipeline import Service, answers_ok, dlq_payload, photo_bytes
 
-__all__ = ["Pipeline", "Publisher", "Service", "answers_ok", "dlq_payload", "photo_bytes"]
+__all__ = ["Pipeline", "Service", "answers_ok", "dlq_payload", "photo_bytes"]
 
 
 class Pipeline(StackPipeline):
