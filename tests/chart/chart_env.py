@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-__all__ = ["CHART", "KUBE_VERSIONS", "NAMESPACE", "RELEASE", "ROOT", "SCENARIOS", "Renderer", "Tools", "run"]
+from deskgen.common import topology
+
+__all__ = ["CHART", "FULLNAME", "KUBE_VERSIONS", "NAMESPACE", "RELEASE", "ROOT", "SCENARIOS", "STAGES", "Renderer", "Tools",
+           "by_kind", "container", "env_of", "load_values", "run", "stage_deployments"]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "deskgen"
@@ -19,6 +22,8 @@ SCENARIOS = sorted(path.stem.removesuffix("-values") for path in (CHART / "ci").
 KUBE_VERSIONS = ["1.28.0", "1.34.0"]
 RELEASE = "rel"
 NAMESPACE = "deskgen"
+FULLNAME = f"{RELEASE}-deskgen"
+STAGES = {stage.name: stage.consumes for stage in topology.STAGES.values()}  # stage -> the kind it consumes
 
 
 class Tools:
@@ -83,3 +88,33 @@ class Renderer:
         done = run(*args, *[f"--set={s}" for s in sets], check=False)
         assert done.returncode != 0, f"helm template accepted {sets}"
         return done.stderr
+
+
+def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def stage_deployments(objects: list[dict]) -> dict[str, dict]:
+    deployments = by_kind(objects, "Deployment")
+    return {stage: deployments[f"{FULLNAME}-{stage}"] for stage in STAGES if f"{FULLNAME}-{stage}" in deployments}
+
+
+def container(deployment: dict) -> dict:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def env_of(deployment: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container(deployment)["env"]}
+
+
+def load_values(scenario: str) -> dict:
+    """The chart defaults merged with the scenario's values file (maps merge, lists replace)."""
+
+    def merge(base: dict, override: dict) -> dict:
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        return merged
+
+    return merge(yaml.safe_load((CHART / "values.yaml").read_text()), yaml.safe_load((CHART / "ci" / f"{scenario}-values.yaml").read_text()) or {})

@@ -65,11 +65,28 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The pipeline stages in flow order, with the topic suffix each one consumes. */}}
+{{/* The topology: topology.yaml, written by `deskgen topology` from common/topology.py (never by hand). */}}
+{{- define "deskgen.topology" -}}
+{{- .Files.Get "topology.yaml" }}
+{{- end }}
+
+{{/* Every stage with the event kind (topic suffix) it consumes, as YAML: stage: kind. */}}
 {{- define "deskgen.stageTopics" -}}
-classifier: uploaded
-captioner: classified
-generator: captioned
+{{- range (include "deskgen.topology" . | fromYaml).stages }}
+{{ .name }}: {{ .consumes }}
+{{- end }}
+{{- end }}
+
+{{/* Every stage's name in flow order, as a JSON list. */}}
+{{- define "deskgen.stageNames" -}}
+{{- $names := list }}
+{{- range (include "deskgen.topology" . | fromYaml).stages }}{{ $names = append $names .name }}{{ end }}
+{{- $names | toJson }}
+{{- end }}
+
+{{/* Every pipeline event kind (topic suffix), as a JSON list. */}}
+{{- define "deskgen.kinds" -}}
+{{- (include "deskgen.topology" . | fromYaml).kinds | toJson }}
 {{- end }}
 
 {{/* Consumer group of a stage: (dict "root" $ "stage" "classifier"). kafka.groupPrefix also reaches the
@@ -236,6 +253,9 @@ generator: captioned
 {{- end }}
 {{- end }}
 {{- range $stage, $_ := include "deskgen.stageTopics" . | fromYaml }}
+{{- if not (hasKey $.Values $stage) }}
+{{- fail (printf "topology.yaml names the stage %s but the values have no %s block (give it one like the other stages')" $stage $stage) }}
+{{- end }}
 {{- $values := index $.Values $stage }}
 {{- range $entry := $values.env }}
 {{- if eq $entry.name "DESKGEN_KAFKA_GROUP_PREFIX" }}
