@@ -215,3 +215,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.ok else 1
 
 
+if __name__ == "__main__":
+    raise SystemExit(main())
