@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import DeskgenError, FatalError
+from .request import MODES
 from .topology import STAGES, chart_yaml, resolve, spec
 
 __all__ = ["main"]
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind in (("steps", int), ("guidance", float), ("width", int), ("height", int), ("seed", int)):
         submit.add_argument(f"--{name}", type=kind)
     submit.add_argument("--scheduler")
-    submit.add_argument("--mode", choices=("restyle", "keep_devices"))
+    submit.add_argument("--mode", choices=MODES)
     submit.add_argument("--fast", action="store_true", default=None, help="few-step LoRA, CFG off")
     submit.add_argument("--strength", type=float, help="inpainting strength (keep_devices)")
     submit.set_defaults(func=_submit)

@@ -6,6 +6,9 @@ Schemes:
   ``s3://<bucket>/<prefix>``            every object under the prefix, downloaded into the cache
   ``hf://<org>/<name>[@<revision>]``    a Hugging Face Hub snapshot, downloaded into the cache
 
+A model's identity (``ModelCard``: name, version, uri, real or dev-random weights) is also decided here,
+for every stage: dev weights carry ``DEV_MARKER`` in their folder, and every output says so.
+
 Downloads land in ``<cache>/<scheme>/<...>`` and are written to a temporary folder first, then
 renamed, with a manifest of sizes and SHA-256 digests; a cached copy is re-checked against the
 manifest before use, so a torn or tampered download is fetched again rather than loaded.
@@ -26,9 +29,12 @@ from urllib.parse import urlparse
 from .errors import FatalError
 from .settings import RuntimeSettings, S3Settings, load
 
-__all__ = ["ModelSources", "resolve", "dev_models_dir"]
+__all__ = ["ModelSources", "ModelCard", "DEV_MARKER", "DEV_WEIGHTS", "resolve", "identify", "mark_dev_weights",
+           "dev_models_dir"]
 
 _MANIFEST = ".deskgen-manifest.json"
+DEV_MARKER = "deskgen-dev-weights.json"
+DEV_WEIGHTS = "dev-random"
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,50 @@ class ModelSources:
     @classmethod
     def load(cls) -> "ModelSources":
         return cls(load(RuntimeSettings).model_cache, load(S3Settings))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model's identity in every output: ``name``, ``version``, ``uri``; ``weights`` is ``real`` or ``dev-random``."""
+
+    name: str
+    version: str
+    uri: str
+    weights: str = "real"
+
+    def as_dict(self) -> dict[str, str]:
+        """The output's ``model`` object."""
+        return {"name": self.name, "version": self.version, "uri": self.uri}
+
+
+def identify(uri: str, path: Path, *, name: str = "", version: str = "") -> ModelCard:
+    """The card of the model ``uri`` resolved to ``path``.
+
+    Args:
+        name: the model's own name (e.g. from its checkpoint); default: ``org/name`` of an ``hf://`` URI, else
+            the last segment of its path.
+        version: the model's own version (a checkpoint's, a digest); default: the URI's ``@revision``, else
+            ``dev-random-<size>-seed<seed>`` for dev weights, else ``unpinned``.
+    """
+    parsed = urlparse(uri)
+    repo, _, revision = (parsed.netloc + parsed.path).rstrip("/").partition("@")
+    dev = _dev_facts(path)
+    if not version:
+        version = revision or (f"{DEV_WEIGHTS}-{dev.get('size', '?')}-seed{dev.get('seed', 0)}" if dev is not None
+                               else "unpinned")
+    return ModelCard(name=name or (repo if parsed.scheme == "hf" else repo.rsplit("/", 1)[-1]), version=version,
+                     uri=uri, weights=DEV_WEIGHTS if dev is not None else "real")
+
+
+def mark_dev_weights(out: Path, **facts: object) -> None:
+    """Mark the folder ``out`` as dev weights (``facts``: size, seed, ...), so every output names them so."""
+    (Path(out) / DEV_MARKER).write_text(json.dumps({"weights": DEV_WEIGHTS, **facts}, indent=2) + "\n")
+
+
+def _dev_facts(path: Path) -> dict | None:
+    """The dev marker's facts when ``path`` (a model folder) holds dev weights, else None."""
+    marker = Path(path) / DEV_MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else None
 
 
 def dev_models_dir() -> Path:

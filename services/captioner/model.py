@@ -12,21 +12,17 @@ BLIP's own ``generate``). Decoding is deterministic: greedy or beam search, neve
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import ModelSources, resolve
-
-from deskgen.services.captioner.devweights import DEV_MARKER
+from deskgen.common.models import ModelSources, identify, resolve
 
 __all__ = ["Caption", "CaptionResult", "BlipCaptioner", "PRECISIONS", "auto_precision"]
 
@@ -115,8 +111,8 @@ class BlipCaptioner:
         except (OSError, ValueError) as exc:
             raise FatalError(f"cannot load BLIP from {self.uri} ({directory}): {exc}") from None
         self.model = self._prepare(model.eval())
-        self.weights = _weights_kind(directory)
-        self.card = {"name": _model_name(self.uri), "version": _weights_digest(directory), "uri": self.uri}
+        identity = identify(self.uri, directory, version=_weights_digest(directory))
+        self.card, self.weights = identity.as_dict(), identity.weights
         self._prompt_ids, self._prompt_mask = self._encode_prompts()
         self.load_ms = (time.perf_counter() - started) * 1000
 
@@ -218,18 +214,6 @@ def auto_precision(device: torch.device) -> str:
     except OSError:
         flags = []
     return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "int8"
-
-
-def _weights_kind(directory: Path) -> str:
-    marker = directory / DEV_MARKER
-    if marker.is_file():
-        return json.loads(marker.read_text()).get("weights", "dev-random")
-    return "real"
-
-
-def _model_name(uri: str) -> str:
-    path = urlparse(uri).path.rstrip("/") or uri
-    return path.rsplit("/", 1)[-1].split("@", 1)[0] or uri
 
 
 def _weights_digest(directory: Path) -> str:

@@ -29,7 +29,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import ModelSources, resolve
+from deskgen.common.models import ModelCard, ModelSources, identify, resolve
 
 from deskgen.services.classifier.checkpoint import ModelSpec, load_checkpoint
 from deskgen.services.classifier.networks import Preprocessing, preprocessing_for
@@ -100,6 +100,7 @@ class DeskClassifier:
         self.head_classes = tuple(head_classes)
         self.class_set_file = class_set
         self.spec: ModelSpec | None = None
+        self.identity: ModelCard | None = None
         self.active_backend: str | None = None
         self.load_seconds: float | None = None
         self._preprocess: Preprocessing | None = None
@@ -122,18 +123,21 @@ class DeskClassifier:
     @property
     def card(self) -> dict[str, str]:
         """``{name, version, uri}`` of the loaded model, for the event."""
-        spec = self._require_spec()
-        version = spec.version if spec.classes else f"{spec.version}+classes.{self._class_set.version}"
-        return {"name": spec.name, "version": version, "uri": self.uri}
+        if self.identity is None:
+            raise RuntimeError("DeskClassifier.load() has not been called")
+        return self.identity.as_dict()
 
     def load(self) -> None:
         """Resolve the URI, build the network, prepare the backend. Idempotent."""
         if self.loaded:
             return
         started = time.perf_counter()
-        spec, network = load_checkpoint(resolve(self.uri, self.sources), arch=self.arch or "efficientnet_lite0",
+        path = resolve(self.uri, self.sources)
+        spec, network = load_checkpoint(path, arch=self.arch or "efficientnet_lite0",
                                         head_classes=self.head_classes, expected_arch=self.arch)
         self._class_set = ClassSet.load(self.class_set_file) if not spec.classes else None
+        version = spec.version if spec.classes else f"{spec.version}+classes.{self._class_set.version}"
+        self.identity = identify(self.uri, path, name=spec.name, version=version)
         self._preprocess = preprocessing_for(spec.arch)
         network.fold_batchnorm()
         backend = self._pick_backend()

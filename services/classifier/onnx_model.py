@@ -14,7 +14,7 @@ from typing import Sequence
 from PIL import Image
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import ModelSources, resolve
+from deskgen.common.models import ModelCard, ModelSources, identify, resolve
 from deskgen.services.classifier.scoring import Score, preprocess, read_logits
 
 __all__ = ["ONNX_FORMAT", "OnnxDeskClassifier"]
@@ -37,6 +37,7 @@ class OnnxDeskClassifier:
         self.max_batch = max_batch
         self.load_seconds: float | None = None
         self._meta: dict | None = None
+        self.identity: ModelCard | None = None
         self._session = None
 
     @property
@@ -54,9 +55,9 @@ class OnnxDeskClassifier:
 
     @property
     def card(self) -> dict[str, str]:
-        meta = self._require_meta()
-        version = meta["version"] if meta["classes"] else f"{meta['version']}+classes.{meta['class_set']['version']}"
-        return {"name": meta["name"], "version": version, "uri": self.uri}
+        if self.identity is None:
+            raise RuntimeError("OnnxDeskClassifier.load() has not been called")
+        return self.identity.as_dict()
 
     def load(self) -> None:
         if self.loaded:
@@ -76,6 +77,8 @@ class OnnxDeskClassifier:
         if meta.get("format") != ONNX_FORMAT:
             raise FatalError(f"DESKGEN_CLASSIFIER_MODEL: {self.uri} was not exported by `deskgen models export-onnx`"
                              f" (no {ONNX_FORMAT} metadata)")
+        version = meta["version"] if meta["classes"] else f"{meta['version']}+classes.{meta['class_set']['version']}"
+        self.identity = identify(self.uri, path, name=meta["name"], version=version)
         self._meta, self._session = meta, session
         self.load_seconds = time.perf_counter() - started
         _log.info("classifier %s (%s) loaded with onnxruntime in %.1fs", meta["name"], meta["version"],

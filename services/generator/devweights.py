@@ -9,7 +9,7 @@ format), so the service loads it through exactly the code path it uses for Fluen
     <out>/loras/fast/pytorch_lora_weights.safetensors   the few-step LoRA of mode option fast
     <out>/sam/                            SAM (transformers: model and processor) for keep_devices masks
     <out>/unet-inpaint/                   (tiny only) a 9-channel inpainting UNet
-    <out>/deskgen-dev-weights.json        marks the weights as random ("weights": "dev-random")
+    <out>/deskgen-dev-weights.json        marks the weights as random (common.models.mark_dev_weights)
 
 ``tiny`` follows diffusers' test-sized SDXL (≈ 3–11 MB, a few hundred ms per image on a CPU) for
 tests and the demo. ``full`` uses the published SDXL architecture (2.6 B-parameter UNet, saved in
@@ -20,7 +20,6 @@ available offline; the text encoders' embedding tables keep their architectural 
 
 from __future__ import annotations
 
-import json
 import pathlib
 import warnings
 from collections import Counter
@@ -34,12 +33,12 @@ from tokenizers import pre_tokenizers
 from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, SamConfig,
                           SamImageProcessor, SamModel, SamProcessor)
 
+from deskgen.common.models import mark_dev_weights
+from deskgen.services.generator.components import LORA_FILE
 from deskgen.services.generator.presets import evaluation_prompts, load_presets
 
-__all__ = ["build_dev", "build_dev_locator", "DEV_MARKER", "LORA_FILE", "FAST_LORA", "SAM_DIR", "INPAINT_UNET_DIR"]
+__all__ = ["build_dev", "build_dev_locator", "FAST_LORA", "SAM_DIR", "INPAINT_UNET_DIR"]
 
-DEV_MARKER = "deskgen-dev-weights.json"
-LORA_FILE = "pytorch_lora_weights.safetensors"
 FAST_LORA = "loras/fast"
 SAM_DIR = "sam"
 INPAINT_UNET_DIR = "unet-inpaint"
@@ -178,7 +177,7 @@ def build_dev(out: pathlib.Path, size: str = "tiny", *, seed: int = 0, **options
         print(f"generator dev weights ({size}): inpainting UNet", flush=True)
         UNet2DConditionModel(in_channels=9, out_channels=4, use_linear_projection=True,
                              addition_embed_type="text_time", **spec["unet"]).save_pretrained(out / INPAINT_UNET_DIR)
-    (out / DEV_MARKER).write_text(json.dumps({"weights": "dev-random", "size": size, "seed": seed}, indent=2) + "\n")
+    mark_dev_weights(out, size=size, seed=seed)
     return out
 
 
@@ -201,7 +200,7 @@ def build_dev_locator(out: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     Owlv2ForObjectDetection(config).save_pretrained(out)
     Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
                    tokenizer=tokenizer).save_pretrained(out)
-    (out / DEV_MARKER).write_text(json.dumps({"weights": "dev-random", "size": "tiny", "seed": seed}, indent=2) + "\n")
+    mark_dev_weights(out, size="tiny", seed=seed)
     return out
 
 

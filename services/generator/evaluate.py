@@ -18,13 +18,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import ModelSources, resolve
+from deskgen.common.models import DEV_WEIGHTS, ModelSources, identify, resolve
 from deskgen.common.settings import load
-from deskgen.services.generator.devweights import DEV_MARKER
 from deskgen.services.generator.model import FAST_ADAPTER, GenerationOptions, GeneratorModel, build_model
 from deskgen.services.generator.presets import evaluation_prompts, load_presets
+from deskgen.services.generator.request import derive_seed
 from deskgen.services.generator.settings import GeneratorSettings
-from deskgen.services.generator.stage import derive_seed
 
 __all__ = ["cli", "evaluate_presets"]
 
@@ -49,7 +48,7 @@ def cli(argv: list[str]) -> int:
         lora_uris = dict(item.split("=", 1) for item in args.lora)
         model_uri = args.model or settings.model
         base = resolve(model_uri, ModelSources.load())
-        if (base / DEV_MARKER).is_file():
+        if identify(model_uri, base).weights == DEV_WEIGHTS:
             lora_uris = {name: str(base / "loras" / name)
                          for name in (*load_presets().adapters, FAST_ADAPTER)} | lora_uris
         model = build_model(settings, model_uri=model_uri, lora_uris=lora_uris, warmup=False)
@@ -92,13 +91,14 @@ def evaluate_presets(model: GeneratorModel, prompts: list[str], negative_prompt:
         rows.append(f"| {name} | {adapters} | {sum(latencies) / len(latencies):.2f} | {vram} |")
     for row in range(len(prompts)):
         draw.text((4, _LABEL_HEIGHT + row * cell + 4), f"prompt {row + 1}", fill="black")
-    device = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else platform.processor() or "cpu"
+    placement, card = model.placement, model.card
+    device = torch.cuda.get_device_name(placement.device) if placement.cuda else platform.processor() or "cpu"
     header = [
         f"# Preset evaluation — {datetime.date.today().isoformat()}",
         "",
-        f"machine: {platform.node()} ({device}, {model.device}, {str(model.dtype).removeprefix('torch.')}); "
-        f"model: {model.source.name} @ {model.source.version}; weights: **{model.weights}**"
-        + (" (random: latencies are real, images are meaningless)" if model.weights == "dev-random" else ""),
+        f"machine: {platform.node()} ({device}, {placement.device}, {str(placement.dtype).removeprefix('torch.')}); "
+        f"model: {card.name} @ {card.version}; weights: **{card.weights}**"
+        + (" (random: latencies are real, images are meaningless)" if card.weights == DEV_WEIGHTS else ""),
         f"{options.width}×{options.height}, {options.steps} steps, guidance {options.guidance:g}, "
         f"scheduler {options.scheduler}; latency = mean over {len(prompts)} prompts",
         "",

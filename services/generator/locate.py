@@ -26,8 +26,9 @@ from PIL import Image
 
 from deskgen.common.catalogue import categories
 from deskgen.common.errors import FatalError
-from deskgen.common.models import ModelSources, resolve
-from deskgen.services.generator.devweights import DEV_MARKER
+from deskgen.common.models import DEV_WEIGHTS, ModelSources, resolve
+from deskgen.services.generator.components import Placement, load_cam, load_owlv2
+from deskgen.services.generator.masks import Box
 
 __all__ = ["Detection", "Detector", "CamDetector", "OwlDetector", "DEFAULT_CAM_URI", "DEFAULT_OWL_URI",
            "build_detector", "locate"]
@@ -40,9 +41,16 @@ DEFAULT_OWL_URI = "hf://google/owlv2-base-patch16-ensemble"
 
 @dataclass(frozen=True)
 class Detection:
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in 0..1
+    """One object found on an image: its category, normalised box and centre, and the detector's score."""
+
+    label: str
+    box: Box
     centre: tuple[float, float]
     score: float
+
+    def as_dict(self) -> dict:
+        """A kept device in the output: label, box, score."""
+        return {"label": self.label, "box": [round(v, 4) for v in self.box], "score": round(self.score, 4)}
 
 
 class Detector(Protocol):
@@ -63,21 +71,18 @@ class CamDetector:
     """Class-activation maps of an ImageNet EfficientNet-Lite0 (weights: a bare state dict URI)."""
 
     def __init__(self, uri: str = DEFAULT_CAM_URI, *, size: int = 384, min_score: float = 0.02,
-                 cam_threshold: float = 0.5, grid: int = 64, sources: ModelSources = ModelSources()):
+                 cam_threshold: float = 0.5, grid: int = 64, placement: Placement | None = None,
+                 sources: ModelSources = ModelSources()):
         self.uri, self.size, self.min_score, self.cam_threshold, self.grid = uri, size, min_score, cam_threshold, grid
-        self.sources = sources
+        self.placement, self.sources = placement or Placement.pick(), sources
         self.name = f"cam:efficientnet_lite0@{size}"
         self._network = None
 
     def load(self) -> None:
-        from deskgen.services.classifier.checkpoint import load_checkpoint
         from deskgen.services.classifier.model import IMAGENET_NAMES
         from deskgen.services.classifier.networks import preprocessing_for
 
-        spec, network = load_checkpoint(resolve(self.uri, self.sources), arch="efficientnet_lite0", expected_arch="efficientnet_lite0")
-        if not spec.imagenet:
-            raise FatalError(f"{self.uri}: class-activation maps need a network with ImageNet outputs")
-        self._network = network
+        self._network, _ = load_cam(self.uri, self.placement, self.sources)
         self._preprocess = preprocessing_for("efficientnet_lite0")
         index = {name: i for i, name in enumerate(IMAGENET_NAMES)}
         self._classes = {c.name: [index[label] for label in c.imagenet] for c in categories().values()}
@@ -85,10 +90,10 @@ class CamDetector:
     def detect(self, image: Image.Image, wanted: Sequence[str]) -> dict[str, list[Detection]]:
         pixels = self._preprocess([image.resize((self.size, self.size), Image.Resampling.BILINEAR)])
         with torch.inference_mode():
-            features = self._network.extract_features(pixels)[0]  # (C, h, w)
-            logits = self._network._fc(features.mean((1, 2)))
-            probs = logits.softmax(0)
-            weights = self._network._fc.weight
+            pixels = pixels.to(self.placement.device, self.placement.dtype)
+            features = self._network.extract_features(pixels)[0].float()  # (C, h, w)
+            weights = self._network._fc.weight.float()
+            probs = torch.nn.functional.linear(features.mean((1, 2)), weights, self._network._fc.bias.float()).softmax(0)
             found: dict[str, list[Detection]] = {}
             for category in wanted:
                 classes = self._classes.get(category, [])
@@ -97,12 +102,12 @@ class CamDetector:
                     found[category] = []
                     continue
                 cam = torch.einsum("k,kc,chw->hw", probs[classes], weights[classes], features)
-                found[category] = self._region(cam - cam.min(), score)
+                found[category] = self._region(category, cam - cam.min(), score)
         return found
 
-    def _region(self, cam: torch.Tensor, score: float) -> list[Detection]:
+    def _region(self, category: str, cam: torch.Tensor, score: float) -> list[Detection]:
         grid = torch.nn.functional.interpolate(cam[None, None], size=(self.grid, self.grid), mode="bilinear",
-                                               align_corners=False)[0, 0].numpy()
+                                               align_corners=False)[0, 0].cpu().numpy()
         peak = float(grid.max())
         if peak <= 0:
             return []
@@ -114,7 +119,7 @@ class CamDetector:
         n = self.grid
         box = (_clip(xs.min() / n), _clip(ys.min() / n), _clip((xs.max() + 1) / n), _clip((ys.max() + 1) / n))
         centre = (_clip((np.average(xs, weights=weights) + 0.5) / n), _clip((np.average(ys, weights=weights) + 0.5) / n))
-        return [Detection(box, centre, round(score, 4))]
+        return [Detection(category, box, centre, round(score, 4))]
 
 
 def _component(mask: np.ndarray, y: int, x: int) -> np.ndarray:
@@ -134,26 +139,24 @@ class OwlDetector:
     """OWLv2 open-vocabulary detection (transformers ``Owlv2ForObjectDetection``)."""
 
     def __init__(self, uri: str = DEFAULT_OWL_URI, *, min_score: float = 0.1, max_per_category: int = 3,
-                 sources: ModelSources = ModelSources()):
-        self.uri, self.min_score, self.max_per_category, self.sources = uri, min_score, max_per_category, sources
+                 placement: Placement | None = None, sources: ModelSources = ModelSources()):
+        self.uri, self.min_score, self.max_per_category = uri, min_score, max_per_category
+        self.placement, self.sources = placement or Placement.pick(), sources
         self.name = f"owlv2:{uri}"
         self._model = self._processor = None
 
     def load(self) -> None:
-        from transformers import Owlv2ForObjectDetection, Owlv2Processor
-
-        path = resolve(self.uri, self.sources)
-        self._processor = Owlv2Processor.from_pretrained(path)
-        self._model = Owlv2ForObjectDetection.from_pretrained(path).eval()
-        if (path / DEV_MARKER).exists():
-            self.name += " (dev-random)"
+        self._model, self._processor, card = load_owlv2(self.uri, self.placement, self.sources)
+        if card.weights == DEV_WEIGHTS:
+            self.name += f" ({DEV_WEIGHTS})"
 
     def detect(self, image: Image.Image, wanted: Sequence[str]) -> dict[str, list[Detection]]:
         wanted = list(wanted)
         found: dict[str, list[Detection]] = {c: [] for c in wanted}
         if not wanted:
             return found
-        inputs = self._processor(text=[[f"a photo of a {c}" for c in wanted]], images=image, return_tensors="pt")
+        inputs = self.placement.inputs(self._processor(text=[[f"a photo of a {c}" for c in wanted]], images=image,
+                                                       return_tensors="pt"))
         with torch.inference_mode():
             outputs = self._model(**inputs)
         side = max(image.size)  # OWLv2 pads to a square at the bottom and right
@@ -167,26 +170,28 @@ class OwlDetector:
                 continue
             x0, y0, x1, y1 = result["boxes"][i].tolist()
             box = (_clip(x0 / width), _clip(y0 / height), _clip(x1 / width), _clip(y1 / height))
-            found[category].append(Detection(box, (_clip((box[0] + box[2]) / 2), _clip((box[1] + box[3]) / 2)),
+            found[category].append(Detection(category, box, (_clip((box[0] + box[2]) / 2),
+                                                             _clip((box[1] + box[3]) / 2)),
                                              round(float(result["scores"][i]), 4)))
         return found
 
 
-def build_detector(kind: str, uri: str | None, sources: ModelSources = ModelSources()) -> Detector | None:
+def build_detector(kind: str, uri: str | None, placement: Placement | None = None,
+                   sources: ModelSources = ModelSources()) -> Detector | None:
     """The configured detector (not loaded): ``cam``, ``owlv2``, or ``auto`` = OWLv2 when its weights
     resolve (``hf://`` needs a reachable hub or a cache), else CAM; ``off`` = None."""
     if kind == "off":
         return None
     if kind == "cam":
-        return CamDetector(uri or DEFAULT_CAM_URI, sources=sources)
+        return CamDetector(uri or DEFAULT_CAM_URI, placement=placement, sources=sources)
     if kind == "owlv2":
-        return OwlDetector(uri or DEFAULT_OWL_URI, sources=sources)
+        return OwlDetector(uri or DEFAULT_OWL_URI, placement=placement, sources=sources)
     try:
         resolve(uri or DEFAULT_OWL_URI, sources)
-        return OwlDetector(uri or DEFAULT_OWL_URI, sources=sources)
+        return OwlDetector(uri or DEFAULT_OWL_URI, placement=placement, sources=sources)
     except FatalError as exc:
         log.warning("locating with class-activation maps: OWLv2 is not available (%s)", str(exc)[:200])
-        return CamDetector(sources=sources)
+        return CamDetector(placement=placement, sources=sources)
 
 
 def locate(detector: Detector, image: Image.Image, products: list[dict[str, Any]]) -> list[dict[str, Any]]:

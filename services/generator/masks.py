@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from deskgen.common.models import ModelSources, resolve
+from deskgen.common.models import ModelSources
+from deskgen.services.generator.components import Placement, load_sam
 
-__all__ = ["Device", "box_mask", "paste_back", "DeviceMasker"]
+__all__ = ["Box", "box_mask", "paste_back", "DeviceMasker"]
 
-Box = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
-class Device:
-    """A device found on the photo: its label, normalised box and the detector's score."""
-
-    label: str
-    box: Box
-    score: float
-
-    def as_dict(self) -> dict:
-        return {"label": self.label, "box": [round(v, 4) for v in self.box], "score": round(self.score, 4)}
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in 0..1
 
 
 def box_mask(size: tuple[int, int], boxes: Sequence[Box], grow: float) -> Image.Image:
@@ -67,16 +55,16 @@ class DeviceMasker:
     Args:
         sam_uri: a transformers SAM folder (model and processor) by URI; empty: boxes only.
         grow: see ``box_mask``; SAM segments are clipped to their box grown the same way.
-        device: torch device for SAM.
+        placement: the device and dtype of SAM (default: cuda/float16 when available).
         sources: where ``hf://``/``s3://`` URIs resolve.
     """
 
-    def __init__(self, sam_uri: str, grow: float, device: torch.device | str = "cpu",
+    def __init__(self, sam_uri: str, grow: float, placement: Placement | None = None,
                  sources: ModelSources = ModelSources()):
         self.sam_uri = sam_uri
         self.sources = sources
         self.grow = grow
-        self.device = torch.device(device)
+        self.placement = placement or Placement.pick()
         self._model = None
         self._processor = None
 
@@ -85,26 +73,21 @@ class DeviceMasker:
         return f"sam:{self.sam_uri}" if self.sam_uri else "boxes"
 
     def load(self) -> None:
-        if not self.sam_uri:
-            return
-        from transformers import SamModel, SamProcessor
-
-        path = resolve(self.sam_uri, self.sources)
-        self._processor = SamProcessor.from_pretrained(path)
-        self._model = SamModel.from_pretrained(path).to(self.device).eval()
+        if self.sam_uri:
+            self._model, self._processor, _ = load_sam(self.sam_uri, self.placement, self.sources)
 
     def mask(self, image: Image.Image, boxes: Sequence[Box]) -> Image.Image:
         """The keep mask of ``boxes`` on ``image`` (the image the output is painted over)."""
         boxes_only = box_mask(image.size, boxes, self.grow)
-        if self._model is None or not boxes:
+        if self._model is None or self._processor is None or not boxes:
             return boxes_only
         width, height = image.size
         prompts = [[[x0 * width, y0 * height, x1 * width, y1 * height] for x0, y0, x1, y1 in boxes]]
-        inputs = self._processor(images=image, input_boxes=prompts, return_tensors="pt").to(self.device)
+        inputs = self.placement.inputs(self._processor(images=image, input_boxes=prompts, return_tensors="pt"))
         with torch.inference_mode():
             predicted = self._model(**inputs, multimask_output=False).pred_masks
         segments = self._processor.image_processor.post_process_masks(
-            predicted.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu())[0][:, 0]
+            predicted.float().cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu())[0][:, 0]
         keep = np.zeros((height, width), dtype=bool)
         for segment, box in zip(segments.numpy(), boxes):
             inside = np.asarray(box_mask(image.size, [box], self.grow), dtype=bool)

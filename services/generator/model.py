@@ -1,4 +1,4 @@
-"""SDXL with resident LoRA adapters: loading, cheap preset switching and generation.
+"""SDXL with resident LoRA adapters: cheap preset switching and generation (``components`` loads the models).
 
 All adapters are loaded once (``load_lora_weights(..., adapter_name=...)``) and stay resident; a
 preset only changes which adapters are active and their weights. diffusers' ``set_adapters`` does
@@ -14,70 +14,27 @@ second copy of the weights), or around a dedicated 9-channel inpainting UNet whe
 
 from __future__ import annotations
 
-import json
 import logging
-import pathlib
 import time
-import warnings
 from collections.abc import Iterable, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
-from urllib.parse import urlparse
 
 import torch
 from PIL import Image, ImageOps
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import ModelSources, resolve
-from deskgen.services.generator.devweights import DEV_MARKER, LORA_FILE
+from deskgen.common.models import ModelCard, ModelSources
+from deskgen.services.generator.components import Placement, RuntimeOptions, load_sdxl
 from deskgen.services.generator.masks import paste_back
 from deskgen.services.generator.presets import Preset, PresetTable, load_presets
+from deskgen.services.generator.schedulers import build_scheduler
 
-__all__ = ["GeneratorModel", "RuntimeOptions", "GenerationOptions", "Generated", "ModelSource", "AdapterSwitch",
-           "FastLora", "FAST_ADAPTER", "build_model", "lora_file"]
+__all__ = ["GeneratorModel", "GenerationOptions", "Generated", "AdapterSwitch", "FastLora", "FAST_ADAPTER",
+           "build_model"]
 
 log = logging.getLogger(__name__)
 
-# name → (diffusers scheduler class, config overrides); "default" is the model's own scheduler.
-_SCHEDULERS = {
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
-    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "ddim": ("DDIMScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-    "lcm": ("LCMScheduler", {}),
-    "tcd": ("TCDScheduler", {}),
-    "euler_trailing": ("EulerDiscreteScheduler", {"timestep_spacing": "trailing"}),
-}
 FAST_ADAPTER = "fast"
-_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """What the output section reports as ``model``."""
-
-    name: str
-    version: str
-    uri: str
-
-
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """How to run the pipeline; see GeneratorSettings for each field's meaning."""
-
-    device: str = "auto"
-    dtype: str = "auto"
-    fast_switch: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    compile_mode: str = "max-autotune-no-cudagraphs"
-    cpu_offload: bool = False
-    vae_tiling: bool = False
-    warmup: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,7 +99,8 @@ class GeneratorModel:
     Args:
         base_uri: model URI (or local path) of a diffusers SDXL folder (``model_index.json``).
         lora_uris: adapter name → URI (or path) of its safetensors file or folder (diffusers or Kohya keys).
-        options: device, dtype and GPU options.
+        placement: the device and dtype of every component (default: cuda/float16 when available).
+        options: GPU options.
         vae_uri: optional replacement VAE (e.g. an fp16-safe one).
         presets: the preset table (default: ``presets.json``).
         fast: the few-step LoRA; None: no fast mode.
@@ -152,9 +110,9 @@ class GeneratorModel:
     while the service already answers ``/healthz``.
     """
 
-    def __init__(self, base_uri: str, lora_uris: Mapping[str, str], *, options: RuntimeOptions = RuntimeOptions(),
-                 vae_uri: str = "", presets: PresetTable | None = None, fast: FastLora | None = None,
-                 inpaint_unet_uri: str = "", sources: ModelSources = ModelSources()):
+    def __init__(self, base_uri: str, lora_uris: Mapping[str, str], *, placement: Placement | None = None,
+                 options: RuntimeOptions = RuntimeOptions(), vae_uri: str = "", presets: PresetTable | None = None,
+                 fast: FastLora | None = None, inpaint_unet_uri: str = "", sources: ModelSources = ModelSources()):
         self.presets = presets or load_presets()
         self.sources = sources
         missing = set(self.presets.adapters) - set(lora_uris)
@@ -170,79 +128,39 @@ class GeneratorModel:
         self.inpaint_unet_uri = inpaint_unet_uri
         self.vae_uri = vae_uri
         self.options = options
-        self.device = _pick_device(options.device)
-        self.dtype = _pick_dtype(options.dtype, self.device)
-        self.weights = "unknown"
-        self.source = ModelSource(name=self.base_uri, version="unknown", uri=self.base_uri)
+        self.placement = placement or Placement.pick()
         self.pipe = None
         self.inpaint_pipe = None
+        self._card: ModelCard | None = None
         self._switch: AdapterSwitch | None = None
         self._active: tuple[tuple[str, float], ...] | None = None
         self._schedulers: dict[str, object] = {}
 
     @property
-    def card(self) -> dict[str, str]:
-        """The model's identity in every output: name, version, uri."""
-        return {"name": self.source.name, "version": self.source.version, "uri": self.source.uri}
+    def card(self) -> ModelCard:
+        """The base model's identity (name, version, uri, real or dev-random weights)."""
+        if self._card is None:
+            raise RuntimeError("GeneratorModel.load() has not run")
+        return self._card
 
     @property
     def loaded(self) -> bool:
         return self.pipe is not None
 
     def load(self) -> None:
-        """Load the pipeline and every adapter, place them on the device, optionally compile (``warm_up`` is separate)."""
-        from diffusers import AutoencoderKL, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
-        from safetensors.torch import load_file
-
+        """Load the pipeline and every adapter, place them, optionally compile (``warm_up`` is separate)."""
         started = time.perf_counter()
-        base_dir = resolve(self.base_uri, self.sources)
-        lora_files = {name: lora_file(resolve(uri, self.sources)) for name, uri in self.lora_uris.items()}
-        self.weights, self.source = _describe(self.base_uri, base_dir)
-        components = {}
-        if self.vae_uri:
-            components["vae"] = AutoencoderKL.from_pretrained(resolve(self.vae_uri, self.sources), dtype=self.dtype)
-        with _quiet_loaders():
-            pipe = StableDiffusionXLPipeline.from_pretrained(base_dir, dtype=self.dtype, use_safetensors=True,
-                                                             **components)
-            pipe.set_progress_bar_config(disable=True)
-            for name, path in lora_files.items():
-                pipe.load_lora_weights(load_file(str(path)), adapter_name=name)
-            inpaint_unet = self._load_inpaint_unet(pipe, lora_files) if self.inpaint_unet_uri else None
-        unets = (pipe.unet,) if inpaint_unet is None else (pipe.unet, inpaint_unet)
-        if self.dtype != torch.float32:
-            # Adapters follow the base dtype, so fp16 runs never cast activations to fp32 in LoRA layers.
-            for component in (*unets, pipe.text_encoder, pipe.text_encoder_2):
-                component.to(dtype=self.dtype)
-        if self.options.cpu_offload and self.device.type == "cuda":
-            pipe.enable_model_cpu_offload(device=self.device)
-        else:
-            pipe.to(self.device)
-            if inpaint_unet is not None:
-                inpaint_unet.to(self.device)
-        if self.device.type == "cuda" and self.options.channels_last:
-            for component in (*unets, pipe.vae):
-                component.to(memory_format=torch.channels_last)
-        if self.options.vae_tiling:
-            pipe.vae.enable_tiling()
+        # Each adapter mix is a distinct compiled graph (guards on active adapters and scales), with and without fast.
+        sdxl = load_sdxl(self.base_uri, self.lora_uris, self.placement, self.options, vae_uri=self.vae_uri,
+                         inpaint_unet_uri=self.inpaint_unet_uri, recompile_limit=4 * len(self.presets.presets) + 2,
+                         sources=self.sources)
         if self.options.fast_switch:
-            self._switch = AdapterSwitch((*unets, pipe.text_encoder, pipe.text_encoder_2))
-        self._schedulers = {"default": pipe.scheduler}
-        if self.options.compile:
-            # Each adapter mix is a distinct graph (guards on active adapters and scales), with and without fast.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
-                                                       4 * len(self.presets.presets) + 2)
-            pipe.unet = torch.compile(pipe.unet, mode=self.options.compile_mode, fullgraph=False)
-            if inpaint_unet is not None:
-                inpaint_unet = torch.compile(inpaint_unet, mode=self.options.compile_mode, fullgraph=False)
-        # Shares every component with pipe (the UNet too unless a dedicated one is given). dtype is passed
-        # because from_pipe otherwise casts the shared components to float32.
-        self.inpaint_pipe = StableDiffusionXLInpaintPipeline.from_pipe(pipe, unet=inpaint_unet or pipe.unet,
-                                                                       dtype=self.dtype)
-        self.inpaint_pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe
-        log.info("generator: %s (%s weights) on %s/%s, %d LoRA layers, loaded in %.1f s", self.source.name,
-                 self.weights, self.device, str(self.dtype).removeprefix("torch."),
-                 len(self._switch) if self._switch else -1, time.perf_counter() - started)
+            self._switch = AdapterSwitch(sdxl.adapted)
+        self._schedulers = {"default": sdxl.text2image.scheduler}
+        self.pipe, self.inpaint_pipe, self._card = sdxl.text2image, sdxl.inpaint, sdxl.card
+        log.info("generator: %s (%s weights) on %s, %d LoRA layers, loaded in %.1f s", sdxl.card.name,
+                 sdxl.card.weights, self.placement, len(self._switch) if self._switch else -1,
+                 time.perf_counter() - started)
 
     def warm_up(self, options: GenerationOptions, preset_names: Iterable[str]) -> None:
         """Generate once per preset so kernels (and compiled graphs) exist before the first job."""
@@ -273,11 +191,7 @@ class GeneratorModel:
     def scheduler(self, name: str):
         """The named scheduler, built once from the model's scheduler config."""
         if name not in self._schedulers:
-            import diffusers
-
-            class_name, overrides = _SCHEDULERS[name]
-            self._schedulers[name] = getattr(diffusers, class_name).from_config(
-                self._schedulers["default"].config, **overrides)
+            self._schedulers[name] = build_scheduler(name, self._schedulers["default"].config)
         return self._schedulers[name]
 
     def generate(self, prompt: str, negative_prompt: str, preset: Preset,
@@ -304,34 +218,18 @@ class GeneratorModel:
         switch_ms = self.activate(preset, options.fast)
         pipe.scheduler = self.scheduler(options.scheduler)
         generator = torch.Generator("cpu").manual_seed(options.seed)
-        cuda = self.device.type == "cuda"
+        cuda = self.placement.cuda
         if cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
+            torch.cuda.reset_peak_memory_stats(self.placement.device)
         started = time.perf_counter()
         image = pipe(prompt=prompt, negative_prompt=negative_prompt or None,
                      num_inference_steps=options.steps, guidance_scale=options.guidance,
                      width=options.width, height=options.height, generator=generator,
                      output_type="pil", **inputs).images[0]
         inference_ms = (time.perf_counter() - started) * 1000
-        peak = torch.cuda.max_memory_allocated(self.device) if cuda else None
+        peak = torch.cuda.max_memory_allocated(self.placement.device) if cuda else None
         return Generated(image=image, inference_ms=inference_ms, preset_switch_ms=switch_ms,
                          peak_gpu_mem_bytes=peak)
-
-    def _load_inpaint_unet(self, pipe, lora_files: Mapping[str, pathlib.Path]):
-        """The dedicated inpainting UNet with every adapter loaded into it as well."""
-        from diffusers import UNet2DConditionModel
-        from safetensors.torch import load_file
-
-        path = resolve(self.inpaint_unet_uri, self.sources)
-        folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
-        unet = UNet2DConditionModel.from_pretrained(folder, dtype=self.dtype)
-        if unet.config.in_channels != 9:
-            raise FatalError(f"inpaint UNet {self.inpaint_unet_uri!r} has {unet.config.in_channels} input channels; "
-                             "an SDXL inpainting UNet has 9 (latents, mask, masked-image latents)")
-        for name, file in lora_files.items():
-            state, alphas = pipe.lora_state_dict(load_file(str(file)))
-            pipe.load_lora_into_unet(state, alphas, unet=unet, adapter_name=name)
-        return unet
 
 
 def build_model(settings, *, model_uri: str | None = None, lora_uris: Mapping[str, str] | None = None,
@@ -339,79 +237,12 @@ def build_model(settings, *, model_uri: str | None = None, lora_uris: Mapping[st
     """A GeneratorModel from GeneratorSettings; ``model_uri``/``lora_uris``/``warmup`` override them
     (``lora_uris["fast"]`` the fast LoRA's)."""
     options = RuntimeOptions(
-        device=settings.device, dtype=settings.dtype, fast_switch=settings.fast_switch,
-        channels_last=settings.channels_last, compile=settings.compile, compile_mode=settings.compile_mode,
-        cpu_offload=settings.cpu_offload, vae_tiling=settings.vae_tiling,
+        fast_switch=settings.fast_switch, channels_last=settings.channels_last, compile=settings.compile,
+        compile_mode=settings.compile_mode, cpu_offload=settings.cpu_offload, vae_tiling=settings.vae_tiling,
         warmup=settings.warmup if warmup is None else warmup)
     uris = {**settings.lora_uris(), FAST_ADAPTER: settings.fast_lora, **(lora_uris or {})}
     fast_uri = uris.pop(FAST_ADAPTER)
-    return GeneratorModel(model_uri or settings.model, uris, options=options, vae_uri=settings.vae,
-                          inpaint_unet_uri=settings.inpaint_unet,
+    return GeneratorModel(model_uri or settings.model, uris, placement=Placement.pick(settings.device, settings.dtype),
+                          options=options, vae_uri=settings.vae, inpaint_unet_uri=settings.inpaint_unet,
                           fast=FastLora(fast_uri, settings.fast_weight) if fast_uri else None,
                           sources=ModelSources.load())
-
-
-def lora_file(path: pathlib.Path) -> pathlib.Path:
-    """The safetensors file of a resolved LoRA: the path itself, or the one file inside a folder."""
-    path = pathlib.Path(path)
-    if path.is_file():
-        return path
-    if (path / LORA_FILE).is_file():
-        return path / LORA_FILE
-    candidates = sorted(path.glob("*.safetensors"))
-    if len(candidates) != 1:
-        raise FatalError(f"LoRA folder {path} must hold {LORA_FILE} or exactly one .safetensors file, "
-                         f"found {[c.name for c in candidates]}")
-    return candidates[0]
-
-
-def _describe(uri: str, base_dir: pathlib.Path) -> tuple[str, ModelSource]:
-    """("dev-random" | "real", the reported model): hf names keep org/name, a pinned @revision is the version."""
-    marker = base_dir / DEV_MARKER
-    dev = json.loads(marker.read_text()) if marker.is_file() else None
-    parsed = urlparse(uri)
-    repo, _, revision = (parsed.netloc + parsed.path).partition("@")
-    name = repo if parsed.scheme == "hf" else PurePosixPath(repo).name
-    if revision:
-        version = revision
-    elif dev:
-        version = f"dev-random-{dev.get('size', '?')}-seed{dev.get('seed', 0)}"
-    else:
-        version = "unpinned"
-    return ("dev-random" if dev else "real"), ModelSource(name=name, version=version, uri=uri)
-
-
-def _pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FatalError(f"device {setting!r} requested but CUDA is not available")
-    return device
-
-
-def _pick_dtype(setting: str, device: torch.device) -> torch.dtype:
-    if setting == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return _DTYPES[setting]
-
-
-@contextmanager
-def _quiet_loaders():
-    """Silence load-time noise: progress bars, transformers' per-adapter load reports (adapters loaded
-    one by one always look partial) and peft's warning that a model holds several adapters (on purpose)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    level = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*multiple adapters.*")
-            yield
-    finally:
-        transformers_logging.set_verbosity(level)
-        transformers_logging.enable_progress_bar()
-        diffusers_logging.enable_progress_bar()

@@ -9,14 +9,9 @@ from pydantic_settings import SettingsConfigDict
 
 from deskgen.common.catalogue import categories
 from deskgen.common.settings import StageSettings
+from deskgen.services.generator.schedulers import FAST_SCHEDULER_NAMES, SCHEDULER_NAMES
 
-__all__ = ["GeneratorSettings", "SCHEDULER_NAMES", "FAST_SCHEDULER_NAMES"]
-
-# "default" is the scheduler saved with the base model; the others are built from its config.
-SCHEDULER_NAMES = ("default", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "unipc")
-# Few-step schedulers, used only with the fast LoRA they match: LCM/TCD for LCM and TCD LoRAs,
-# Euler with trailing timesteps for SDXL-Lightning and Hyper-SD.
-FAST_SCHEDULER_NAMES = ("lcm", "tcd", "euler_trailing")
+__all__ = ["GeneratorSettings"]
 
 _PRIVATE_LORA = ("The service LoRAs are private (trained by the original team on 366 desk photos): this "
                  "placeholder does not resolve; point it at s3:// or file:// weights, or at the dev weights "

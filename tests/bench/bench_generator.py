@@ -40,8 +40,8 @@ from deskgen.common.models import dev_models_dir  # noqa: E402
 from deskgen.services.generator.devweights import _SIZES, FAST_LORA, SAM_DIR, build_dev  # noqa: E402
 from deskgen.services.generator.locate import CamDetector  # noqa: E402
 from deskgen.services.generator.masks import DeviceMasker  # noqa: E402
-from deskgen.services.generator.model import (AdapterSwitch, FastLora, GenerationOptions,  # noqa: E402
-                                              GeneratorModel, RuntimeOptions)
+from deskgen.services.generator.components import Placement, RuntimeOptions, lora_file  # noqa: E402
+from deskgen.services.generator.model import AdapterSwitch, FastLora, GenerationOptions, GeneratorModel  # noqa: E402
 from deskgen.services.generator.presets import evaluation_prompts, load_presets  # noqa: E402
 from samples import draw_desk  # noqa: E402
 
@@ -118,7 +118,7 @@ def _desk_and_mask(masker: DeviceMasker, size: tuple[int, int]):
 
     from deskgen.services.generator.settings import GeneratorSettings
 
-    detector = CamDetector()
+    detector = CamDetector(placement=masker.placement)
     detector.load()
     photo = draw_desk(seed=0, size=(320, 240))
     found = detector.detect(photo, GeneratorSettings().keep_categories)
@@ -135,12 +135,13 @@ def _cpu_full_proof_rows() -> list:
         build_dev(base, size="full")
     _reset_peak_rss()
     started = time.perf_counter()
+    cpu = Placement.pick("cpu")
     model = GeneratorModel(str(base), {name: str(base / "loras" / name) for name in load_presets().adapters},
-                           options=RuntimeOptions(device="cpu"), fast=FastLora(str(base / FAST_LORA)))
+                           placement=cpu, fast=FastLora(str(base / FAST_LORA)))
     model.load()
-    masker = DeviceMasker(str(base / SAM_DIR), grow=0.02)
+    masker = DeviceMasker(str(base / SAM_DIR), grow=0.02, placement=cpu)
     masker.load()
-    rows = [(f"full SDXL ({model.weights} weights, {str(model.dtype).removeprefix('torch.')}) on CPU: load",
+    rows = [(f"full SDXL ({model.card.weights} weights, {str(cpu.dtype).removeprefix('torch.')}) on CPU: load",
              f"{time.perf_counter() - started:.1f} s, peak RSS {_peak_rss_gib():.2f} GiB")]
     options = GenerationOptions(steps=2, guidance=5.0, width=1024, height=1024, scheduler="default", seed=1,
                                 strength=1.0)
@@ -183,15 +184,15 @@ def _cpu_rows(args) -> list:
                                     scheduler="default", seed=1, strength=0.9)
         repeats = 3 if args.quick else 20
         for fast in (False, True):
-            model = GeneratorModel(str(base), loras, options=RuntimeOptions(device="cpu", fast_switch=fast),
-                                   fast=FastLora(str(base / FAST_LORA)))
+            model = GeneratorModel(str(base), loras, placement=Placement.pick("cpu"),
+                                   options=RuntimeOptions(fast_switch=fast), fast=FastLora(str(base / FAST_LORA)))
             model.load()
             label = "fast switch" if fast else "set_adapters"
             rows.append((f"tiny/CPU preset switch, {label} (median ms)", f"{_switch_ms(model, repeats):.3f}"))
             if fast:
                 label = f"tiny/CPU 64², {options.steps} steps latency"
                 rows += _latency_rows(model, options, label, cuda=False)
-                masker = DeviceMasker(str(base / SAM_DIR), grow=0.02)
+                masker = DeviceMasker(str(base / SAM_DIR), grow=0.02, placement=model.placement)
                 masker.load()
                 rows += _mode_rows(model, masker, options, "tiny/CPU 64²", fast_steps=2, fast_scheduler="lcm",
                                    cuda=False)
@@ -262,7 +263,6 @@ def _cuda_rows(args) -> list:
 
     # Baseline: plain diffusers, fp16, one preset (ott_3d) set once.
     from deskgen.common.models import ModelSources, resolve
-    from deskgen.services.generator.model import lora_file
 
     sources = ModelSources.load()
     pipe = StableDiffusionXLPipeline.from_pretrained(resolve(base_uri, sources), dtype=torch.float16).to("cuda")
@@ -283,15 +283,15 @@ def _cuda_rows(args) -> list:
     torch.cuda.empty_cache()
 
     for fast in (False, True):
-        model = GeneratorModel(base_uri, lora_uris, options=RuntimeOptions(
-            device="cuda", fast_switch=fast, compile=args.compile and fast), fast=FastLora(fast_uri), sources=sources)
+        model = GeneratorModel(base_uri, lora_uris, placement=Placement.pick("cuda"), options=RuntimeOptions(
+            fast_switch=fast, compile=args.compile and fast), fast=FastLora(fast_uri), sources=sources)
         model.load()
         label = "fast switch" if fast else "set_adapters"
         rows.append((f"preset switch, {label} (median ms)", f"{_switch_ms(model, 3 if args.quick else 10):.2f}"))
         if fast:
             label = f"service path 1024², {steps} steps" + (", compiled" if args.compile else "")
             rows += _latency_rows(model, options, label, cuda=True)
-            masker = DeviceMasker(sam_uri, grow=0.02, device="cuda", sources=sources)
+            masker = DeviceMasker(sam_uri, grow=0.02, placement=model.placement, sources=sources)
             masker.load()
             rows += _mode_rows(model, masker, options, "service path 1024²", fast_steps=4,
                               fast_scheduler=fast_scheduler, cuda=True)

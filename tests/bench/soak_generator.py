@@ -32,11 +32,10 @@ sys.path[:0] = [str(ROOT / "stack"), str(ROOT / "tests")]
 import torch  # noqa: E402
 
 from deskgen.common.events import Event  # noqa: E402
+from deskgen.common.request import MODES  # noqa: E402
 from deskgen.services.generator.devweights import FAST_LORA, SAM_DIR, build_dev  # noqa: E402
-from deskgen.services.generator.locate import CamDetector  # noqa: E402
-from deskgen.services.generator.model import build_model  # noqa: E402
 from deskgen.services.generator.settings import GeneratorSettings  # noqa: E402
-from deskgen.services.generator.stage import GeneratorStage  # noqa: E402
+from deskgen.services.generator.stage import build_stage  # noqa: E402
 from samples import draw_desk  # noqa: E402
 from support.blobs import MemoryBlobs  # noqa: E402
 
@@ -60,8 +59,8 @@ def soak(model_dir: pathlib.Path, jobs: int, every: int, report: Callable[[int, 
     settings = GeneratorSettings(model=str(model_dir), **{f"lora_{n}": str(model_dir / "loras" / n)
                                                           for n in ("dalle", "ott", "3d")},
                                  fast_lora=str(model_dir / FAST_LORA), fast_steps=2, sam=str(model_dir / SAM_DIR),
-                                 steps=2, width=64, height=64, min_side=32, warmup=False)
-    stage = GeneratorStage(build_model(settings), settings, CamDetector())
+                                 steps=2, width=64, height=64, min_side=32, warmup=False, locator="cam")
+    stage = build_stage(settings)
     stage.load()
     photos = []
     for seed in range(4):
@@ -69,7 +68,7 @@ def soak(model_dir: pathlib.Path, jobs: int, every: int, report: Callable[[int, 
         draw_desk(seed=seed, size=(320, 240)).save(buffer, "PNG")
         photos.append(buffer.getvalue())
     presets = stage.model.presets.names()
-    combos = itertools.cycle(itertools.product(("restyle", "keep_devices"), (False, True)))
+    combos = itertools.cycle(itertools.product(MODES, (False, True)))
     cuda = torch.cuda.is_available()
     readings = []
     for done in range(1, jobs + 1):

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from deskgen.services.generator.devweights import FAST_LORA, build_dev
-from deskgen.services.generator.model import FastLora, GenerationOptions, GeneratorModel, RuntimeOptions
+from deskgen.services.generator.components import Placement
+from deskgen.services.generator.model import FastLora, GenerationOptions, GeneratorModel
 from deskgen.services.generator.settings import GeneratorSettings
 
 ADAPTERS = ("dalle", "ott", "3d")
+CPU = Placement.pick("cpu")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,8 +34,7 @@ def tiny_loras(tiny_dir):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dir, tiny_loras):
-    model = GeneratorModel(str(tiny_dir), tiny_loras, options=RuntimeOptions(device="cpu"),
-                           fast=FastLora(str(tiny_dir / FAST_LORA)))
+    model = GeneratorModel(str(tiny_dir), tiny_loras, placement=CPU, fast=FastLora(str(tiny_dir / FAST_LORA)))
     model.load()
     return model
 

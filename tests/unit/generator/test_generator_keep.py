@@ -8,13 +8,16 @@ from PIL import Image
 
 from deskgen.common.errors import FatalError
 from deskgen.common.events import Event, validate
+from deskgen.services.generator.components import Placement
 from deskgen.services.generator.devweights import FAST_LORA, INPAINT_UNET_DIR, SAM_DIR
 from deskgen.services.generator.locate import CamDetector
 from deskgen.services.generator.masks import DeviceMasker, box_mask, paste_back
-from deskgen.services.generator.model import FastLora, GenerationOptions, GeneratorModel, RuntimeOptions
-from deskgen.services.generator.stage import GeneratorStage
+from deskgen.services.generator.model import FastLora, GenerationOptions, GeneratorModel
+from deskgen.services.generator.stage import Components, GeneratorStage
 from samples import draw_desk
 from support.blobs import MemoryBlobs
+
+CPU = Placement.pick("cpu")
 
 BOXES = [(0.1, 0.15, 0.55, 0.6), (0.62, 0.55, 0.95, 0.9)]
 
@@ -31,7 +34,7 @@ def _options(fast=False, **changes) -> GenerationOptions:
 
 @pytest.fixture(scope="module")
 def sam_masker(tiny_dir):
-    masker = DeviceMasker(str(tiny_dir / SAM_DIR), grow=0.02)
+    masker = DeviceMasker(str(tiny_dir / SAM_DIR), grow=0.02, placement=CPU)
     masker.load()
     return masker
 
@@ -48,7 +51,7 @@ def test_the_inpainting_pipeline_shares_every_component_with_the_loaded_one(tiny
     base, inpaint = tiny_model.pipe, tiny_model.inpaint_pipe
     for name in ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"):
         assert getattr(inpaint, name) is getattr(base, name), name
-    assert base.unet.dtype == tiny_model.dtype and base.vae.dtype == tiny_model.dtype
+    assert base.unet.dtype == tiny_model.placement.dtype and base.vae.dtype == tiny_model.placement.dtype
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["standard", "fast"])
@@ -64,8 +67,8 @@ def test_every_pixel_inside_the_kept_regions_equals_the_resized_original(tiny_mo
 
 
 def test_a_dedicated_nine_channel_inpainting_unet_is_loaded_by_uri_and_keeps_the_pixels(tiny_dir, tiny_loras):
-    model = GeneratorModel(str(tiny_dir), tiny_loras, options=RuntimeOptions(device="cpu"),
-                           fast=FastLora(str(tiny_dir / FAST_LORA)), inpaint_unet_uri=str(tiny_dir / INPAINT_UNET_DIR))
+    model = GeneratorModel(str(tiny_dir), tiny_loras, placement=CPU, fast=FastLora(str(tiny_dir / FAST_LORA)),
+                           inpaint_unet_uri=str(tiny_dir / INPAINT_UNET_DIR))
     model.load()
     assert model.inpaint_pipe.unet.config.in_channels == 9 and model.inpaint_pipe.unet is not model.pipe.unet
     assert model.inpaint_pipe.vae is model.pipe.vae
@@ -81,7 +84,7 @@ def test_a_dedicated_nine_channel_inpainting_unet_is_loaded_by_uri_and_keeps_the
 
 
 def test_a_four_channel_unet_is_refused_as_the_inpainting_unet(tiny_dir, tiny_loras):
-    model = GeneratorModel(str(tiny_dir), tiny_loras, options=RuntimeOptions(device="cpu"), inpaint_unet_uri=str(tiny_dir))
+    model = GeneratorModel(str(tiny_dir), tiny_loras, placement=CPU, inpaint_unet_uri=str(tiny_dir))
     with pytest.raises(FatalError, match="9"):
         model.load()
 
@@ -111,9 +114,13 @@ def test_paste_back_is_exact_inside_and_fades_only_outside():
 @pytest.fixture(scope="module")
 def cam():
     """The offline device detector: class-activation maps of the packaged EfficientNet-Lite0 ImageNet weights."""
-    detector = CamDetector()
+    detector = CamDetector(placement=CPU)
     detector.load()
     return detector
+
+
+def _components(model, detector=None):
+    return Components(model, DeviceMasker("", grow=0.02, placement=CPU), detector)
 
 
 def _captioned(job, request):
@@ -131,7 +138,7 @@ def _blobs(job, photo):
 
 @pytest.mark.realweights
 def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(tiny_model, tiny_settings, cam):
-    stage = GeneratorStage(tiny_model, tiny_settings, cam)
+    stage = GeneratorStage(_components(tiny_model, cam), tiny_settings)
     photo = draw_desk(seed=0, size=(320, 240))
 
     outcome = stage.handle(_captioned("job-keep", {"mode": "keep_devices", "width": 96, "height": 64, "fast": True}),
@@ -155,7 +162,7 @@ def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(t
 @pytest.mark.parametrize("with_detector, reason", [(True, "no_devices_found"), (False, "no_device_detector")])
 def test_keep_devices_without_devices_falls_back_to_restyle_and_says_why(tiny_model, tiny_settings, cam,
                                                                          with_detector, reason):
-    stage = GeneratorStage(tiny_model, tiny_settings, cam if with_detector else None)
+    stage = GeneratorStage(_components(tiny_model, cam if with_detector else None), tiny_settings)
 
     outcome = stage.handle(_captioned("job-none", {"mode": "keep_devices"}), _blobs("job-none", _photo()))
 
@@ -165,7 +172,7 @@ def test_keep_devices_without_devices_falls_back_to_restyle_and_says_why(tiny_mo
 
 
 def test_fast_changes_the_image_and_reports_its_scheduler(tiny_model, tiny_settings):
-    stage = GeneratorStage(tiny_model, tiny_settings)
+    stage = GeneratorStage(_components(tiny_model), tiny_settings)
     plain = stage.handle(_captioned("job-f", {}), None)
     fast = stage.handle(_captioned("job-f", {"fast": True}), None)
     assert (fast.section["fast"], fast.section["steps"], fast.section["guidance"], fast.section["scheduler"]) == (

@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deskgen.services.generator.components import Placement
 from deskgen.services.generator.locate import CamDetector, build_detector, locate
 from samples import draw_desk
+
+CPU = Placement.pick("cpu")
 
 pytestmark = pytest.mark.realweights
 
 
 @pytest.fixture(scope="module")
 def cam():
-    detector = CamDetector()
+    detector = CamDetector(placement=CPU)
     detector.load()
     return detector
 
@@ -64,7 +67,7 @@ def test_owlv2_runs_on_dev_weights_through_the_same_path_and_says_so(tmp_path):
     from deskgen.services.generator.devweights import build_dev_locator
     from deskgen.services.generator.locate import OwlDetector
 
-    detector = OwlDetector(str(build_dev_locator(tmp_path / "owlv2-tiny")), min_score=0.0)
+    detector = OwlDetector(str(build_dev_locator(tmp_path / "owlv2-tiny")), min_score=0.0, placement=CPU)
     detector.load()
     image = draw_desk(seed=1, size=(320, 200))
     located = locate(detector, image, [_product("monitor"), _product("keyboard")])

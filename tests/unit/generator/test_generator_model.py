@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from deskgen.services.generator.model import GeneratorModel, RuntimeOptions
+from deskgen.services.generator.components import Placement, RuntimeOptions
+from deskgen.services.generator.model import GeneratorModel
+
+CPU = Placement.pick("cpu")
 
 TRANSITIONS = ["ott_3d", "dalle_only", "mix", "3d_only", "dalle_ott", "ott_3d"]
 
@@ -13,7 +16,7 @@ def _pixels(model, preset, options):
 
 def test_fast_switch_gives_the_same_images_as_set_adapters(tiny_dir, tiny_loras, tiny_model, tiny_options):
     reference = GeneratorModel(str(tiny_dir), tiny_loras,
-                               options=RuntimeOptions(device="cpu", fast_switch=False))
+                               placement=CPU, options=RuntimeOptions(fast_switch=False))
     reference.load()
     images = {}
     for preset in TRANSITIONS:
@@ -37,15 +40,15 @@ def test_kohya_format_loras_load_like_diffusers_ones(tiny_dir, tiny_loras, tiny_
         kohya[name] = tmp_path / f"{name}.safetensors"
         save_file(to_kohya(load_file(f"{folder}/pytorch_lora_weights.safetensors")), kohya[name])
     model = GeneratorModel(str(tiny_dir), {name: str(path) for name, path in kohya.items()},
-                           options=RuntimeOptions(device="cpu"))
+                           placement=CPU)
     model.load()
     np.testing.assert_array_equal(_pixels(model, "mix", tiny_options), _pixels(tiny_model, "mix", tiny_options))
 
 
 def test_the_dev_weights_are_reported_as_such(tiny_model):
-    assert tiny_model.weights == "dev-random"
-    assert tiny_model.source.version == "dev-random-tiny-seed0"
-    assert tiny_model.source.name == "generator-tiny"
+    assert tiny_model.card.weights == "dev-random"
+    assert tiny_model.card.version == "dev-random-tiny-seed0"
+    assert tiny_model.card.name == "generator-tiny"
 
 
 @pytest.mark.parametrize("scheduler", ["euler", "euler_a", "dpmpp_2m_karras", "ddim", "unipc"])

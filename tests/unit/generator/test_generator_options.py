@@ -1,9 +1,14 @@
+import json
+from importlib.resources import files
+
 import pytest
 
+from deskgen.common.cli import _parser
 from deskgen.common.errors import InvalidInputError
+from deskgen.common.request import MODES
 from deskgen.services.generator.presets import load_presets
 from deskgen.services.generator.settings import GeneratorSettings
-from deskgen.services.generator.stage import derive_seed, resolve_mode, resolve_options, resolve_preset
+from deskgen.services.generator.request import derive_seed, parse_request, resolve_options, resolve_preset
 
 
 def test_defaults_come_from_the_settings_and_the_seed_from_the_job_id(tiny_settings):
@@ -79,8 +84,7 @@ def test_fast_defaults_to_its_steps_cfg_off_and_the_fast_scheduler(tiny_settings
 ])
 def test_fast_mode_and_strength_bounds_are_enforced(tiny_settings, request_, field):
     with pytest.raises(InvalidInputError) as caught:
-        resolve_mode(request_)
-        resolve_options(request_, tiny_settings, "job-1")
+        parse_request(_data(request_), tiny_settings, load_presets(), "job-1")
     assert caught.value.reason == "options_out_of_bounds" and caught.value.detail.startswith(f"{field}=")
 
 
@@ -88,3 +92,42 @@ def test_fast_is_refused_when_no_fast_lora_is_configured():
     settings = GeneratorSettings(fast_lora="", warmup=False)
     with pytest.raises(InvalidInputError, match="no fast LoRA"):
         resolve_options({"fast": True}, settings, "job-1")
+
+
+def _data(request, captioning=None):
+    return {"request": request, "captioning": {"prompt": "a desk", "preset": "basic"} if captioning is None else captioning}
+
+
+def test_a_request_is_parsed_once_into_a_typed_request(tiny_settings):
+    parsed = parse_request(_data({"mode": "keep_devices", "fast": True, "preset": "mix"},
+                                 {"prompt": "a desk", "negative_prompt": "blurry", "products": []}),
+                           tiny_settings, load_presets(), "job-1")
+    assert (parsed.prompt, parsed.negative_prompt, parsed.preset.name, parsed.mode) == (
+        "a desk", "blurry", "mix", "keep_devices")
+    assert parsed.keeps_devices and parsed.options.fast and parsed.products == []
+    restyle = parse_request(_data({}), tiny_settings, load_presets(), "job-1")
+    assert (restyle.mode, restyle.keeps_devices, restyle.products) == ("restyle", False, None)
+
+
+@pytest.mark.parametrize("captioning", [{}, {"prompt": "  "}, {"prompt": 3}])
+def test_a_request_without_a_prompt_fails_the_job(tiny_settings, captioning):
+    with pytest.raises(InvalidInputError) as caught:
+        parse_request(_data({}, captioning), tiny_settings, load_presets(), "job-1")
+    assert (caught.value.reason, caught.value.status) == ("caption_missing", "failed")
+
+
+def test_the_strength_bound_of_inpainting_applies_only_to_keep_devices(tiny_settings):
+    low = {"steps": 1, "strength": 0.5}
+    assert parse_request(_data(low), tiny_settings, load_presets(), "job-1").options.strength == 0.5
+    with pytest.raises(InvalidInputError, match="strength"):
+        parse_request(_data({**low, "mode": "keep_devices"}), tiny_settings, load_presets(), "job-1")
+
+
+def test_the_modes_come_from_the_schema_and_the_cli_offers_them():
+    schema = json.loads((files("deskgen.common") / "schemas" / "defs.json").read_text())["$defs"]
+    assert MODES == tuple(schema["mode"]["enum"]) == ("restyle", "keep_devices")
+    assert schema["request"]["properties"]["mode"]["$ref"] == schema["output"]["properties"]["mode"]["$ref"] == (
+        "#/$defs/mode")
+    submit = next(action for action in _parser()._subparsers._group_actions[0].choices["submit"]._actions
+                  if action.dest == "mode")
+    assert tuple(submit.choices) == MODES

@@ -6,7 +6,12 @@ from PIL import Image
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.events import Event
 from deskgen.common.stage import Emit
-from deskgen.services.generator.stage import GeneratorStage, derive_seed
+from deskgen.services.generator.components import Placement
+from deskgen.services.generator.masks import DeviceMasker
+from deskgen.services.generator.request import derive_seed
+from deskgen.services.generator.stage import Components, GeneratorStage
+
+CPU = Placement.pick("cpu")
 
 
 def _event(job_id="job-1", request=None, captioning=None):
@@ -19,7 +24,7 @@ def _event(job_id="job-1", request=None, captioning=None):
 
 @pytest.fixture
 def stage(tiny_model, tiny_settings):
-    return GeneratorStage(tiny_model, tiny_settings)
+    return GeneratorStage(Components(tiny_model, DeviceMasker("", grow=0.02, placement=CPU)), tiny_settings)
 
 
 def test_handle_returns_a_png_of_the_requested_size_under_the_generated_key(stage):
