@@ -1,4 +1,8 @@
-"""Deterministic object keys derived from the job id: a replay overwrites, never duplicates."""
+"""Deterministic object keys derived from the job id: a replay overwrites, never duplicates.
+
+Under ``generated/<job>/`` a preset's image is ``<preset>.png`` (preset names: ``[a-z0-9_]``); every other
+object there has a ``-`` in its name, which no preset name holds, so the two can never share a key.
+"""
 
 from __future__ import annotations
 
@@ -47,11 +51,9 @@ def generated_key(job_id: str, preset: str) -> str:
     """``generated/<job>/<preset>.png`` for the generator's image."""
     if not isinstance(preset, str) or not _NAME.fullmatch(preset):
         raise InvalidInputError("unknown_preset", f"preset {preset!r:.40} is not a valid preset name")
-    if preset == "mask":
-        raise InvalidInputError("unknown_preset", "'mask' names the keep mask, not a preset")
     return f"{GENERATED}/{check_job_id(job_id)}/{preset}.png"
 
 
 def generated_mask_key(job_id: str) -> str:
-    """``generated/<job>/mask.png``: the keep mask of a keep_devices image (white = the user's own pixels)."""
-    return f"{GENERATED}/{check_job_id(job_id)}/mask.png"
+    """``generated/<job>/keep-mask.png``: the keep mask of a keep_devices image (white = the user's own pixels)."""
+    return f"{GENERATED}/{check_job_id(job_id)}/keep-mask.png"

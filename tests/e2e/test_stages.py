@@ -111,7 +111,7 @@ def test_generator_stores_a_png_of_the_requested_size_and_keeps_the_users_device
     [kept] = results["job-keep"]
     assert kept["status"] == "succeeded", kept
     output = kept["output"]
-    assert (output["mode"], output["fast"], output["mask_key"]) == ("keep_devices", True, "generated/job-keep/mask.png")
+    assert (output["mode"], output["fast"], output["mask_key"]) == ("keep_devices", True, "generated/job-keep/keep-mask.png")
     assert "monitor" in [device["label"] for device in output["kept_devices"]]
     image = np.asarray(Image.open(io.BytesIO(pipeline.store.get(output["image_key"]))).convert("RGB"))
     keep = np.asarray(Image.open(io.BytesIO(pipeline.store.get(output["mask_key"])))) == 255

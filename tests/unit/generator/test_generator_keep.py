@@ -145,7 +145,7 @@ def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(t
                            _blobs("job-keep", photo))
 
     image_blob, mask_blob = outcome.blobs
-    assert (image_blob.key, mask_blob.key) == ("generated/job-keep/basic.png", "generated/job-keep/mask.png")
+    assert (image_blob.key, mask_blob.key) == ("generated/job-keep/basic.png", "generated/job-keep/keep-mask.png")
     section = outcome.section
     assert (section["mode"], section["fast"], section["mask_key"], section["scheduler"]) == (
         "keep_devices", True, mask_blob.key, "lcm")
