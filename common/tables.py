@@ -199,7 +199,7 @@ class TableFeed:
         key = (message.key() or b"").decode("utf-8", "replace")
         try:
             if not key:
-                raise InvalidInputError("table_key_missing", "a record without a key", status="failed")
+                raise InvalidInputError("table_key_missing", "a record with an empty key", status="failed")
             value = message.value()
             return Change(key, None if value is None else self.table.decode(key, value, message.headers()))
         except InvalidInputError as exc:

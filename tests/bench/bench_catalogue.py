@@ -9,7 +9,7 @@ real embeddings of 300 shopper phrases. Recall@10 is against an exact numpy scan
 vectors.
 
 Catch-up: ``--catchup`` products are published to a fresh compacted topic on the local broker,
-then a ``CatalogueFeed`` replays them into a ``Catalogue`` (schema validation, index build) with
+then a ``TableFeed`` replays them into a ``Catalogue`` (schema validation, index build) with
 the embedding cache warm (the restart of a replica); the cold cost (every product embedded) is
 the measured embedding rate × the catalogue size.
 
@@ -41,12 +41,13 @@ sys.path[:0] = [str(ROOT / "stack"), str(ROOT / "tests")]
 import localstack  # noqa: E402
 from make_catalogue import TABLE  # noqa: E402
 
-from deskgen.common.catalogue import CatalogueFeed, product_record, publish  # noqa: E402
+from deskgen.common.catalogue import product_record, publish  # noqa: E402
+from deskgen.common.catalogue.embedder import SentenceEmbedder  # noqa: E402
+from deskgen.common.catalogue.index import Catalogue, product_text  # noqa: E402
+from deskgen.common.catalogue.vectors import EmbeddingCache  # noqa: E402
 from deskgen.common.kafka import create_topics  # noqa: E402
 from deskgen.common.settings import KafkaSettings, RuntimeSettings, load  # noqa: E402
-from deskgen.services.captioner.catalogue import Catalogue, product_text  # noqa: E402
-from deskgen.services.captioner.embedder import SentenceEmbedder  # noqa: E402
-from deskgen.services.captioner.vectors import EmbeddingCache  # noqa: E402
+from deskgen.common.tables import TableFeed  # noqa: E402
 
 K = 10
 
@@ -177,7 +178,7 @@ def bench_catchup(products: list[dict], vectors: np.ndarray, embedder) -> dict:
         catalogue = Catalogue(embedder, cache_dir=Path(cache_dir), stage="bench")
         started = time.perf_counter()
         catalogue.load()
-        feed = CatalogueFeed(kafka, runtime, catalogue.apply, stage="bench")
+        feed = TableFeed(catalogue, kafka, runtime, stage="bench")
         feed.start()
         feed.wait()
         catchup_s = time.perf_counter() - started

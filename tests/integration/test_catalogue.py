@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from deskgen.common import events
-from deskgen.common.catalogue import CatalogueFeed
+from deskgen.common.catalogue.embedder import SentenceEmbedder
+from deskgen.common.catalogue.index import Catalogue
 from deskgen.common.settings import KafkaSettings, RuntimeSettings, load
-from deskgen.services.captioner.catalogue import Catalogue
-from deskgen.services.captioner.embedder import SentenceEmbedder
+from deskgen.common.tables import TableFeed
 from deskgen.services.captioner.keywords import extract_keywords
 from deskgen.services.captioner.recommend import Recommender
 from support.catalogue import SAMPLE, poll, products_cli, write_products
@@ -29,10 +29,10 @@ def embedder():
     return model
 
 
-def replica(embedder, cache_dir, name: str) -> tuple[Catalogue, CatalogueFeed]:
+def replica(embedder, cache_dir, name: str) -> tuple[Catalogue, TableFeed]:
     catalogue = Catalogue(embedder, cache_dir=cache_dir, stage=name)
     catalogue.load()
-    feed = CatalogueFeed(load(KafkaSettings), load(RuntimeSettings), catalogue.apply, stage=name)
+    feed = TableFeed(catalogue, load(KafkaSettings), load(RuntimeSettings), stage=name)
     feed.start()
     return catalogue, feed
 
@@ -72,7 +72,7 @@ def test_replicas_replay_the_catalogue_follow_it_live_and_agree(pipeline, embedd
             assert second_feed.wait(300)
             assert second.products == first.products
             evidence = [{"label": "desk", "prob": 0.3}, {"label": "table lamp", "prob": 0.2}]
-            picks = [Recommender(c, None).recommend(CAPTIONS, extract_keywords(CAPTIONS), evidence).products
+            picks = [Recommender(c).recommend(CAPTIONS, extract_keywords(CAPTIONS), evidence).products
                      for c in (first, second)]
             assert picks[0] == picks[1] and [p["category"] for p in picks[0][:2]] == ["keyboard", "monitor"]
         finally:
