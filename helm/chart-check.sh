@@ -5,16 +5,13 @@
 #   helm/chart-check.sh --tools-only  tools only (the chart tests call this when a tool is missing)
 #   helm/chart-check.sh --helm-only   Helm only (k8s/build-tools.sh, for the local cluster)
 # System packages (Go for Helm, promtool, Python 3.11): stack/system-deps.sh chart, run first.
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../stack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" chart-check
 TOOLS="$ROOT/.cache/tools"
 HELM_VERSION="v3.22.0"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_VERSION="2.15.1"
 PY="${PY:-$ROOT/.venv/bin/python}"
-
-log() { printf 'chart-check: %s\n' "$*" >&2; }
 
 install_helm() {
   # A go-installed Helm reports only "v3.22"; the module version in the binary is exact.
@@ -46,5 +43,4 @@ install_python_tools
 [[ "${1:-}" == "--tools-only" ]] && exit 0
 
 log "helm $HELM_VERSION, kubernetes-validate $("$TOOLS/venv/bin/kubernetes-validate" --version), $(promtool --version 2>&1 | head -1)"
-cd "$ROOT"
 exec "$PY" -m pytest tests/chart -q -p no:cacheprovider "$@"

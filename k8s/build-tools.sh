@@ -2,16 +2,15 @@
 # Builds the local cluster's binaries into .cache/k8s/bin (git-ignored); skips what is already there.
 #   Kubernetes v1.34.4 (apiserver, controller-manager, scheduler, kubelet, kube-proxy, kubectl) from the Go
 #   module proxy, the pause binary from the same module, KWOK and Helm.
-# Needs Go >= 1.24 and gcc (stack/system-deps.sh k8s).
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Needs Go >= 1.24 and gcc (stack/system-deps.sh k8s). Each step's time is logged (and appended to $PHASES
+# when set; 0 s: cached).
+# shellcheck source=../stack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" k8s-build
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 KWOK_VERSION="v0.8.0"
 CACHE="$ROOT/.cache/k8s"
 BIN="$CACHE/bin"
 COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-log() { printf 'k8s-build: %s\n' "$*" >&2; }
 mkdir -p "$BIN"
 
 build_kubernetes() {
@@ -82,14 +81,8 @@ build_helm() {
   ln -sf "$ROOT/.cache/tools/bin/helm" "$BIN/helm"
 }
 
-timed() {  # step: runs build_<step> and logs how long it took (0 s: cached)
-  local started=$SECONDS
-  "build_$1"
-  log "$1 ready in $((SECONDS - started)) s"
-}
-
 case "${1:-all}" in
-  kubernetes | kwok | helm) timed "$1" ;;
-  all) timed kwok; timed helm; timed kubernetes ;;
-  *) log "usage: $0 [all|kubernetes|kwok|helm]"; exit 2 ;;
+  kubernetes | kwok | helm) phase "$1" "build_$1" ;;
+  all) phase kwok build_kwok; phase helm build_helm; phase kubernetes build_kubernetes ;;
+  *) die "usage: $0 [all|kubernetes|kwok|helm]" ;;
 esac

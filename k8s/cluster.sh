@@ -12,9 +12,8 @@
 # Every file lives under .cache/k8s/run (git-ignored). The API server listens on the node's address
 # (10.99.0.1, on a bridge of its own, reachable only from this machine); etcd and every other daemon
 # on 127.0.0.1.
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../stack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" k8s-cluster
 CACHE="$ROOT/.cache/k8s"
 BIN="$CACHE/bin"
 RUN="$CACHE/run"
@@ -43,10 +42,11 @@ SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forw
          net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
          net.netfilter.nf_conntrack_max)
 
-log() { printf 'k8s-cluster: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
 kctl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 ctr_() { ctr --address "$SOCK" -n k8s.io "$@"; }
+
+# shellcheck source=cluster-config.sh
+source "$ROOT/k8s/cluster-config.sh"
 
 # --- daemons: started in their own session, PID recorded, stopped by that PID -------------------
 
@@ -81,136 +81,6 @@ wait_for() {  # description seconds command...: polls the command every second u
     ((SECONDS - started < limit)) || die "$what: not ready after ${limit}s (logs: $LOGS)"
     sleep 1
   done
-}
-
-# --- certificates and configuration -------------------------------------------------------------
-
-cert() {  # name subject [extensions]: a key and a certificate signed by the cluster CA
-  [[ -f "$PKI/$1.crt" ]] && return
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -subj "$2" -out "$PKI/$1.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
-    -out "$PKI/$1.crt" ${3:+-extfile <(printf '%s' "$3")} 2>/dev/null
-  rm -f "$PKI/$1.csr"
-}
-
-kubeconfig() {  # name user
-  local file="$RUN/$1.kubeconfig"
-  [[ -f "$file" ]] && return
-  cat > "$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: deskgen-local
-  cluster: {server: "$API", certificate-authority: "$PKI/ca.crt"}
-users:
-- name: $1
-  user: {client-certificate: "$PKI/$2.crt", client-key: "$PKI/$2.key"}
-contexts:
-- name: deskgen-local
-  context: {cluster: deskgen-local, user: $1}
-current-context: deskgen-local
-EOF
-}
-
-configure() {
-  mkdir -p "$PKI" "$LOGS" "$PIDS" "$RUN/cni/net.d" "$RUN/containerd" "$RUN/kubelet"
-  chmod 700 "$RUN"
-  if [[ ! -f "$PKI/ca.crt" ]]; then
-    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -subj "/CN=deskgen-local-ca" \
-      -days 3650 -out "$PKI/ca.crt" 2>/dev/null
-  fi
-  local san="DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
-  san+=",DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP,IP:$API_SERVICE_IP"
-  cert apiserver "/CN=kube-apiserver" "subjectAltName=$san
-extendedKeyUsage=serverAuth"
-  cert admin "/O=system:masters/CN=deskgen-admin" "extendedKeyUsage=clientAuth"
-  cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
-  cert controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
-  cert scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
-  cert node "/O=system:nodes/CN=system:node:$NODE" "extendedKeyUsage=clientAuth"
-  cert kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth"
-  if [[ ! -f "$PKI/sa.key" ]]; then
-    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
-    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
-  fi
-  kubeconfig admin admin
-  kubeconfig controller-manager controller-manager
-  kubeconfig scheduler scheduler
-  kubeconfig kubelet node
-  kubeconfig kube-proxy kube-proxy
-
-  cat > "$RUN/containerd/config.toml" <<EOF
-version = 2
-root = "$RUN/containerd/root"
-state = "$RUN/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "$SOCK"
-[ttrpc]
-  address = "$SOCK.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$RUN/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$RUN/cni/net.d"
-EOF
-  cat > "$RUN/cni/net.d/10-deskgen.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "deskgen",
-  "plugins": [
-    {"type": "bridge", "bridge": "$CNI_BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}],
-              "dataDir": "$RUN/cni/ipam"}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-EOF
-  cat > "$RUN/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: $NODE_IP
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: false}
-  x509: {clientCAFile: "$PKI/ca.crt"}
-authorization: {mode: AlwaysAllow}
-containerRuntimeEndpoint: "unix://$SOCK"
-cgroupDriver: cgroupfs
-failCgroupV1: false
-failSwapOn: false
-protectKernelDefaults: false
-serializeImagePulls: false
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
-EOF
-  cat > "$RUN/kube-proxy.yaml" <<EOF
-apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-clientConnection: {kubeconfig: "$RUN/kube-proxy.kubeconfig"}
-mode: iptables
-hostnameOverride: $NODE
-clusterCIDR: $POD_CIDR
-bindAddress: 127.0.0.1
-healthzBindAddress: 127.0.0.1:10256
-metricsBindAddress: 127.0.0.1:10249
-iptables: {masqueradeAll: true, localhostNodePorts: false}
-conntrack: {maxPerCore: 0, min: 0}
-EOF
 }
 
 # --- the machine: bridge, snapshots to restore -------------------------------------------------

@@ -1,29 +1,31 @@
 #!/usr/bin/env bash
-# Builds the deskgen images (docker/cpu.Dockerfile, docker/gpu.Dockerfile) and the dev-dependency
-# images (k8s/images/) with podman FROM the debootstrapped base (k8s/base-image.sh), installing
-# Python packages from a wheel folder (.cache/wheels) mounted into the build, so the torch wheels are
-# fetched once (from pip's cache after `make setup`) and the torch layer is shared by two images.
+# Builds the deskgen stage images (docker/Dockerfile, one target per stage of common/topology.py) and the
+# dev-dependency images (k8s/images/) with podman FROM the debootstrapped base (k8s/base-image.sh),
+# installing Python packages from a wheel folder (.cache/wheels) mounted into the build, so the torch
+# wheels are fetched once (from pip's cache after `make setup`) and the torch layer is shared by the
+# images built on it. Each step's time is logged (and appended to $PHASES when set).
 #   k8s/images.sh build   build every image (cached layers are reused)
 #   k8s/images.sh load    copy them into the cluster's containerd (k8s/cluster.sh must be up)
 #   k8s/images.sh sizes   print each image's size
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../stack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" images
 export CONTAINERS_CONF="$ROOT/k8s/containers.conf"
-PY="$(realpath -s "${PY:-$ROOT/.venv/bin/python}")"  # absolute: build_dev runs it from stack/
+PY="$(realpath -s "${PY:-$ROOT/.venv/bin/python}")"
 BASE="localhost/deskgen-base:bookworm"
 TAG="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' "$ROOT/helm/deskgen/Chart.yaml")"
 WHEELS="${DESKGEN_WHEELS:-$ROOT/.cache/wheels}"  # DESKGEN_WHEELS: a wheel folder to reuse
-STAGE_IMAGES=(classifier captioner generator)
+# "stage image-target" per stage of the topology, in pipeline order.
+mapfile -t STAGES < <("$PY" -c 'from deskgen.common import topology
+for stage in topology.STAGES.values(): print(stage.name, stage.image_target())')
+((${#STAGES[@]})) || die "no stages from common/topology.py (PY=$PY)"
+STAGE_IMAGES=("${STAGES[@]%% *}")
 DEV_IMAGES=(kafka s3proxy)
-log() { printf 'images: %s\n' "$*" >&2; }
 name() { echo "docker.io/deskgen/$1:$TAG"; }
 
 wheels() {
-  # Every pinned dependency as a wheel (sdists built once); pip's cache makes this a copy after `make setup`.
-  "$PY" - <<'PYEOF' > "$ROOT/.cache/requirements.txt"
-import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] + ["setuptools>=68", "wheel"]))
-PYEOF
+  # Every pinned dependency of every image (docker/requirements.py) as a wheel (sdists built once); pip's
+  # cache makes this a copy after `make setup`.
+  { "$PY" docker/requirements.py classifier torch; printf 'setuptools>=68\nwheel\n'; } > "$ROOT/.cache/requirements.txt"
   mkdir -p "$WHEELS"
   local stamp="$WHEELS/.requirements.sha256" digest
   digest="$(sha256sum < "$ROOT/.cache/requirements.txt")"
@@ -34,25 +36,20 @@ PYEOF
   echo "$digest" > "$stamp"
 }
 
-build_one() {  # image dockerfile [target]
-  local started=$SECONDS
-  podman build --quiet --layers --network host --format docker -f "$2" ${3:+--target "$3"} \
+build_one() {  # image target: one stage of docker/Dockerfile
+  podman build --quiet --layers --network host --format docker -f docker/Dockerfile --target "$2" \
     --build-arg BASE="$BASE" --build-arg PIP_OPTIONS="--no-index --find-links /wheels" \
     --volume "$WHEELS:/wheels:ro" -t "$(name "$1")" "$ROOT" >/dev/null
-  log "$1 built in $((SECONDS - started)) s"
 }
 
 build_stages() {
-  cd "$ROOT"
-  local started=$SECONDS
-  "$ROOT/k8s/base-image.sh"
-  log "base image ready in $((SECONDS - started)) s"
-  started=$SECONDS
-  wheels
-  log "wheels ready in $((SECONDS - started)) s"
-  build_one generator docker/gpu.Dockerfile
-  build_one captioner docker/cpu.Dockerfile captioner
-  build_one classifier docker/cpu.Dockerfile classifier
+  phase "base image" "$ROOT/k8s/base-image.sh"
+  phase "wheels" wheels
+  local stage image target
+  for stage in "${STAGES[@]}"; do
+    read -r image target <<< "$stage"
+    phase "image $image" build_one "$image" "$target"
+  done
 }
 
 build_dev() {
@@ -65,10 +62,9 @@ build_dev() {
   done
   cp "$ROOT"/k8s/images/*.sh "$ctx/"
   for component in "${DEV_IMAGES[@]}"; do
-    local started=$SECONDS
-    podman build --quiet --layers --network host --format docker -f "$ROOT/k8s/images/dev.Dockerfile" --target "$component" \
-      --build-arg BASE="$BASE" -t "$(name "$component")" "$ctx" >/dev/null
-    log "$component built in $((SECONDS - started)) s"
+    phase "image $component" podman build --quiet --layers --network host --format docker \
+      -f "$ROOT/k8s/images/dev.Dockerfile" --target "$component" --build-arg BASE="$BASE" \
+      -t "$(name "$component")" "$ctx" >/dev/null
   done
 }
 

@@ -10,12 +10,13 @@
 #                                >= 1.24 builds Kubernetes v1.34
 # As root on Debian, whatever is missing is installed with apt (no daemon is started: a policy-rc.d
 # refuses every start during the install). Anywhere else it prints what to install and exits 1.
-set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh" system-deps
 
 level="${1:-}"
 case "$level" in
   setup | demo | chart | test | k8s) ;;
-  *) echo "usage: $0 setup|demo|chart|test|k8s" >&2; exit 2 ;;
+  *) log "usage: $0 setup|demo|chart|test|k8s"; exit 2 ;;
 esac
 
 missing=()    # what is missing, for the message
@@ -63,23 +64,23 @@ if [ -n "${DESKGEN_SYSTEM_DEPS_INSTALLED:-}" ] || [ "$(id -u)" -ne 0 ] || [ -z "
    || ! command -v apt-get >/dev/null; then
   joined="$(printf '%s, ' "${missing[@]}")"
   if [ -n "${DESKGEN_SYSTEM_DEPS_INSTALLED:-}" ]; then
-    echo "system-deps: still missing after apt-get install: ${joined%, }" >&2
+    log "still missing after apt-get install: ${joined%, }"
     exit 1
   fi
-  echo "system-deps: missing for 'make $level': ${joined%, }" >&2
+  log "missing for 'make $level': ${joined%, }"
   echo "  Debian, as root: stack/system-deps.sh $level   (installs them)" >&2
   [ "${#packages[@]}" -gt 0 ] && echo "  Debian/Ubuntu: apt-get install --no-install-recommends ${packages[*]}" >&2
   [ "${#backports[@]}" -gt 0 ] && echo "  Go: Debian 12 from bookworm-backports (apt-get install -t bookworm-backports golang-go), newer Debian from main, else https://go.dev/dl" >&2
   exit 1
 fi
 
-echo "system-deps: installing for 'make $level': $(printf '%s, ' "${missing[@]}" | sed 's/, $//')"
+log "installing for 'make $level': $(printf '%s, ' "${missing[@]}" | sed 's/, $//')"
 export DEBIAN_FRONTEND=noninteractive
 if [ "${#backports[@]}" -gt 0 ] && [ "$codename" = bookworm ]; then
   # Debian 12's own Go (1.19) cannot fetch newer toolchains; backports has a Go that can.
   list=/etc/apt/sources.list.d/deskgen-bookworm-backports.list
   grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ \
-    || { echo "deb http://deb.debian.org/debian bookworm-backports main" > "$list"; echo "system-deps: added $list"; }
+    || { echo "deb http://deb.debian.org/debian bookworm-backports main" > "$list"; log "added $list"; }
 fi
 apt-get update -qq
 policy=/usr/sbin/policy-rc.d
@@ -98,4 +99,4 @@ if [ "${#backports[@]}" -gt 0 ]; then
 fi
 [ -n "$own_policy" ] && rm -f "$policy" && trap - EXIT
 # Check again: what apt could not provide is reported, not assumed.
-DESKGEN_SYSTEM_DEPS_INSTALLED=1 exec bash "$0" "$level"
+DESKGEN_SYSTEM_DEPS_INSTALLED=1 exec bash "$ROOT/stack/system-deps.sh" "$level"
