@@ -141,9 +141,11 @@ class TableFeed:
         return self.caught_up.is_set() and self.error is None
 
     def close(self) -> None:
+        """Stop following (the DLQ records in flight are flushed first)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(15)  # the feed's thread flushes its DLQ records (10 s) before it ends
+        metrics.TABLE_UP.labels(**self._labels).set(0)
 
     # -- the feed's thread ----------------------------------------------------------------------
 

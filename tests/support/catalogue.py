@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from functools import cache
+from typing import TYPE_CHECKING
 
 from pipeline import PYTHON, ROOT
+
+if TYPE_CHECKING:
+    from deskgen.common.catalogue.embedder import SentenceEmbedder
 
 SAMPLE = ROOT / "stack" / "sample-catalogue.jsonl"
 
@@ -18,6 +23,16 @@ def products_cli(pipeline, *args: str) -> subprocess.CompletedProcess:
 
 def sample_products() -> list[dict]:
     return [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+
+
+@cache
+def embedder() -> "SentenceEmbedder":
+    """The real all-MiniLM-L6-v2 embedder, loaded once per process."""
+    from deskgen.common.catalogue.embedder import SentenceEmbedder
+
+    model = SentenceEmbedder()
+    model.load()
+    return model
 
 
 def catalogue_of(embedder, products: list[dict], cache_dir=None):

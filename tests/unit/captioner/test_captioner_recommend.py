@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from deskgen.common.catalogue.embedder import SentenceEmbedder
 from deskgen.common.catalogue.index import Catalogue
 from deskgen.common.tables import Change
 from deskgen.services.captioner.keywords import extract_keywords
 from deskgen.services.captioner.recommend import Recommender, desires, products_phrase
-from support.catalogue import catalogue_of, sample_products
+from support.catalogue import catalogue_of, sample_products, embedder as loaded_embedder
 
 CAPTIONS = [("This is a photo of", "this is a photo of a desk with a mechanical keyboard and a monitor"),
             ("Q: What objects are on the desk? A:", "a keyboard and a computer monitor"),
@@ -18,9 +17,7 @@ CAPTIONS = [("This is a photo of", "this is a photo of a desk with a mechanical 
 
 @pytest.fixture(scope="module")
 def embedder():
-    model = SentenceEmbedder()
-    model.load()
-    return model
+    return loaded_embedder()
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ from deskgen.common.catalogue.embedder import SentenceEmbedder
 from deskgen.common.catalogue.index import Catalogue
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.tables import Change
-from support.catalogue import catalogue_of, sample_products
+from support.catalogue import catalogue_of, sample_products, embedder as loaded_embedder
 
 
 @pytest.fixture(scope="module")
 def embedder():
-    model = SentenceEmbedder()
-    model.load()
-    return model
+    return loaded_embedder()
 
 
 @pytest.fixture(scope="module")
