@@ -40,8 +40,9 @@ _OTHER_SENDERS = {
             f"any stage (with a rejected/failed result on {RESULT_KIND})"),
     "product": ("A product of the shop's catalogue was added or changed.", "backend (the shop's catalogue)"),
 }
-# The catalogue is not a pipeline hop: its topic is compacted, keyed by product id, and a null value deletes.
-_CATALOGUE = ROOT / "common" / "catalogue"
+# Tables (the catalogue) are no pipeline hop: their reasons go on the DLQ records of refused table records,
+# never into a job's result.
+_TABLES = (ROOT / "common" / "catalogue", ROOT / "common" / "tables.py")
 
 # Calls that carry a reason code as first argument (or reason=), and the status they end a job with.
 _REASON_CALLS = {"InvalidInputError": "rejected", "Reject": "rejected", "_reject": "rejected"}
@@ -76,12 +77,11 @@ def _message_name(ce_type: str) -> str:
 def reason_codes(paths: list[Path] | None = None) -> dict[str, list[str]]:
     """Every reason code the code can put in a job's result, read from its source: code -> statuses.
 
-    By default every module of common/ and services/ but the catalogue's, whose codes go on the DLQ
-    records of refused catalogue records and never into a job's result.
+    By default every module of common/ and services/ but the tables' (``_TABLES``).
     """
     if paths is None:
         paths = [p for root in (ROOT / "common", ROOT / "services") for p in sorted(root.rglob("*.py"))
-                 if _CATALOGUE not in p.parents]
+                 if not any(p == table or table in p.parents for table in _TABLES)]
     found: dict[str, set[str]] = {}
     for path in paths:
         tree = ast.parse(path.read_text(), str(path))
@@ -179,7 +179,8 @@ def _product_headers() -> dict[str, Any]:
 def _message(kind: str, examples: list[dict]) -> dict[str, Any]:
     name, summary, sender = messages()[kind]
     if kind == "product":
-        codes = ", ".join(reason_codes(sorted(_CATALOGUE.rglob("*.py"))))
+        from deskgen.common.catalogue.products import DLQ_REASONS
+
         return {
             "name": name,
             "title": _ce_types()[kind],
@@ -187,7 +188,7 @@ def _message(kind: str, examples: list[dict]) -> dict[str, Any]:
             "description": (f"Produced by: {sender}. Kafka key = product id (UTF-8), equal to the payload's id; "
                             "a record with a null value (tombstone) deletes the product. Every captioner replica "
                             "reads the whole topic. A record that fails its schema changes nothing and goes to "
-                            f"the DLQ with one of these reasons: {codes}, event_invalid."),
+                            f"the DLQ with one of these reasons: {', '.join(DLQ_REASONS)}."),
             "contentType": "application/json",
             "headers": _product_headers(),
             "payload": {"$ref": f"#/components/schemas/{kind}Event"},

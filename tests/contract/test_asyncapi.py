@@ -69,6 +69,9 @@ def test_every_message_has_real_examples_that_pass_the_contract():
             events.validate(kind, case["payload"])
     results = {case["payload"]["status"] for case in examples["generated"]}
     assert results == {"succeeded", "rejected"}
+    succeeded = next(case["payload"] for case in examples["generated"] if case["payload"]["status"] == "succeeded")
+    assert succeeded["request"]["mode"] == succeeded["output"]["mode"] == "keep_devices"  # the newest features
+    assert succeeded["output"]["products"] and succeeded["captioning"]["products"]
 
 
 def test_reason_codes_are_read_from_every_kind_of_place_that_sets_one():
@@ -83,3 +86,19 @@ def test_reason_codes_are_read_from_every_kind_of_place_that_sets_one():
 def test_the_backend_guide_lists_every_reason_code_the_code_can_set_with_its_status():
     rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([a-z/]+) \|", (asyncapi.ROOT / "docs" / "backend.md").read_text(), re.M))
     assert rows == {code: "/".join(statuses) for code, statuses in asyncapi.reason_codes().items()}
+
+
+def test_the_catalogue_message_lists_exactly_the_reasons_a_refused_product_record_gets():
+    from deskgen.common.catalogue.products import DLQ_REASONS, tombstone_record
+    from deskgen.common.errors import InvalidInputError
+    from deskgen.common.records import DECODE_REASONS
+
+    description = asyncapi.yaml.safe_load(asyncapi.DOCUMENT.read_text())["components"]["messages"][
+        "productUpserted"]["description"]
+    listed = description.rsplit("one of these reasons: ", 1)[1].rstrip(".").split(", ")
+    assert listed == list(DLQ_REASONS) and set(DECODE_REASONS) <= set(listed)  # the decoder's reasons too
+    with pytest.raises(InvalidInputError) as refused:  # the CLI's own refusal never reaches the DLQ
+        tombstone_record("bad id")
+    assert refused.value.reason not in listed
+    table_only = set(DLQ_REASONS) - set(DECODE_REASONS)  # the decoder's reasons also end jobs
+    assert table_only and not table_only & set(asyncapi.reason_codes()), "a table's reason is no job result"

@@ -22,6 +22,7 @@ import asyncapi
 from deskgen.common import events
 from deskgen.common.topology import STAGES
 from samples import write_samples
+from support.catalogue import SAMPLE, products_cli
 from support.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.realweights]
@@ -35,10 +36,13 @@ EXPECTED = {"desk-drawing-1.png": ("succeeded", None), "coffee.jpg": ("rejected"
 
 @pytest.fixture(scope="module")
 def kit(stack, dev_models, tmp_path_factory):
-    """One pipeline with the three real services, shared by both backends; the sample photos."""
+    """One pipeline with the three real services and the sample catalogue, shared by both backends; the
+    sample photos."""
     workdir = tmp_path_factory.mktemp("backend-kit")
     pipeline = Pipeline(stack, workdir)
     pipeline.create_topics()
+    loaded = products_cli(pipeline, "load", str(SAMPLE))
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
     services = [pipeline.start(stage, real=True, **dev_models) for stage in STAGES]
     photos = {path.name: path for path, _ in write_samples(workdir / "photos") if path.name in EXPECTED}
     try:
@@ -107,16 +111,22 @@ def test_the_python_backend_gets_one_result_per_photo(kit):
 
 
 def test_real_events_match_the_asyncapi_document(kit, java_run):
-    """One real record per topic (the Java run's), checked against the document's header schema
-    and the payload schemas; stored as the document's examples with DESKGEN_CAPTURE_EXAMPLES=1."""
-    pipeline, _ = kit
+    """Real records of every topic, checked against the document's header schema and the payload schemas;
+    stored as the document's examples with DESKGEN_CAPTURE_EXAMPLES=1: the Java run's upload and refusals,
+    and a keep_devices job with catalogue products for the hops and the success."""
+    pipeline, photos = kit
+    featured = pipeline.backend.submit(photos["desk-drawing-1.png"].read_bytes(), filename="desk-drawing-1.png",
+                                       request={"concept": "BASIC", "mode": "keep_devices"})
+    [result] = pipeline.results([featured], timeout=240)[featured]
+    assert (result["status"], result["output"]["mode"]) == ("succeeded", "keep_devices"), result
+    assert result["output"]["products"] and result["captioning"]["products"], "the sample catalogue recommends none"
     components = asyncapi.yaml.safe_load(asyncapi.DOCUMENT.read_text())["components"]
     examples: dict[str, list[dict]] = {}
     for kind in events.KINDS:
-        message = asyncapi.MESSAGES[kind][0]
+        message = asyncapi.messages()[kind][0]
         headers_schema = Draft202012Validator({"$ref": f"#/components/messages/{message}/headers", "components": components})
         payload_schema = Draft202012Validator({"$ref": f"#/components/schemas/{kind}Event", "components": components})
-        chosen = _examples(kind, pipeline.read(kind, until=lambda rs: len(rs) >= 1, settle=0.5))
+        chosen = _examples(kind, pipeline.read(kind, until=lambda rs: len(rs) >= 1, settle=0.5), featured)
         for record in chosen:
             headers = {name: value.decode() for name, value in record["headers"].items()}
             headers_schema.validate(headers)
@@ -130,15 +140,16 @@ def test_real_events_match_the_asyncapi_document(kit, java_run):
         asyncapi.main([])
 
 
-def _examples(kind: str, records: list[dict]) -> list[dict]:
-    """The records worth showing: the Java backend's minimal upload event, one result per outcome."""
+def _examples(kind: str, records: list[dict], featured: str) -> list[dict]:
+    """The records worth showing: the Java backend's minimal upload event, the ``featured`` job's events,
+    one refusal per reason, one DLQ record."""
+    ours = [r for r in records if r["key"].decode() == featured]
     if kind == "uploaded":
-        return [next(r for r in records if r["headers"]["ce_source"] == b"/examples/backend-java")]
+        return [next(r for r in records if r["headers"]["ce_source"] == b"/examples/backend-java"), *ours]
     if kind == "generated":
-        by_outcome = {(r["data"]["status"], r["data"].get("reason")): r for r in records}
-        return [by_outcome[outcome] for outcome in (("succeeded", None), ("rejected", "not_desk"),
-                                                    ("rejected", "image_undecodable"))]
-    return records[:1]
+        refused = {r["data"].get("reason"): r for r in records if r["data"]["status"] == "rejected"}
+        return ours + [refused["not_desk"], refused["image_undecodable"]]
+    return ours or records[:1]
 
 
 def _named(kind: str, records: list[dict]):
@@ -149,8 +160,10 @@ def _named(kind: str, records: list[dict]):
             yield outcome, f"A real {data['status']} result ({data.get('reason') or 'every stage ran'}).", record
         elif kind == "dlq":
             yield "refused", f"A real DLQ record: the {data['stage']} refused the input ({data['reason']}).", record
-        elif kind == "uploaded":
+        elif kind == "uploaded" and record["headers"]["ce_source"] == b"/examples/backend-java":
             yield "minimal", "A real minimal upload event, as the Java example publishes it.", record
+        elif kind == "uploaded":
+            yield "keep-devices", "A real upload asking to keep the photo's own devices.", record
         else:
             yield "real", f"A real {kind} event.", record
 
