@@ -54,7 +54,7 @@ class _TestStage(Stage):
 class GreenClassifier(_TestStage):
     """A photo is a 'desk' when its green channel outweighs its red one."""
 
-    name, consumes, produces, section = "classifier", "uploaded", "classified", "classification"
+    name = "classifier"
     batch_max = 4
 
     def handle(self, event, blobs):
@@ -72,7 +72,7 @@ class GreenClassifier(_TestStage):
 class SizeCaptioner(_TestStage):
     """Captions the photo with its size."""
 
-    name, consumes, produces, section = "captioner", "classified", "captioned", "captioning"
+    name = "captioner"
 
     def handle(self, event, blobs):
         self._pause()
@@ -86,7 +86,7 @@ class SizeCaptioner(_TestStage):
 class ThumbnailGenerator(_TestStage):
     """'Generates' a 32×32 thumbnail of the photo and stores it as the job's PNG."""
 
-    name, consumes, produces, section = "generator", "captioned", "generated", "output"
+    name = "generator"
 
     def handle(self, event, blobs):
         self._pause()

@@ -48,7 +48,7 @@ def test_a_batch_answer_that_is_not_an_outcome_fails_that_job():
 class _Flaky(Stage):
     """Fails transiently ``failures`` times per event, then emits; records how often it was called."""
 
-    name, consumes, produces, section = "classifier", "uploaded", "classified", "classification"
+    name = "classifier"
 
     def __init__(self, failures: int):
         self.failures, self.calls = failures, 0
@@ -108,7 +108,7 @@ def test_every_item_of_a_batch_gets_the_time_of_the_one_stage_call(tmp_path):
 
 def test_a_crash_in_one_event_of_the_default_batch_fails_only_that_event(tmp_path):
     class _OneBad(Stage):
-        name, consumes, produces, section = "classifier", "uploaded", "classified", "classification"
+        name = "classifier"
 
         def handle(self, event, blobs):
             if event.job_id == "job-1":

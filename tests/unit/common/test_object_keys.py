@@ -37,7 +37,7 @@ class RecordingStore:
 
 
 class _Generator(Stage):
-    name, consumes, produces, section = "generator", "captioned", "generated", "output"
+    name = "generator"
 
     def load(self):
         pass

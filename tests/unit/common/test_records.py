@@ -19,11 +19,11 @@ _CLASSIFICATION = {"label": "desk", "score": 0.9, "threshold": 0.5, "model": _MO
 
 
 class _Classifier(Stage):
-    name, consumes, produces, section = "classifier", "uploaded", "classified", "classification"
+    name = "classifier"
 
 
 class _Generator(Stage):
-    name, consumes, produces, section = "generator", "captioned", "generated", "output"
+    name = "generator"
 
 
 def _topic(kind: str) -> str:
