@@ -1,12 +1,12 @@
 # shellcheck shell=bash
-# The shell scripts' common preamble, sourced first thing (TAG: the name their log lines carry, by default
-# the script's file name):
-#   source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" [TAG]
+# The shell scripts' common preamble, sourced first thing (TAG: the name their log lines carry; required,
+# since without an argument `source` would pass on the script's own first argument):
+#   source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" TAG
 # Strict mode; ROOT is the repository root and the working directory; log and die; one phase timer.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-LOG_TAG="${1:-$(basename "$0" .sh)}"
+LOG_TAG="${1:?source stack/lib.sh with a log tag}"
 
 log() { printf '%s: %s\n' "$LOG_TAG" "$*" >&2; }
 die() { log "$*"; exit 1; }
