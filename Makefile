@@ -68,7 +68,7 @@ lint: setup ## pyright (every import resolves; pyrightconfig.json) and pyflakes 
 	test -x $(PYRIGHT) && $(PYRIGHT) --version | grep -q $(PYRIGHT_VERSION) \
 	  || npm install --silent --prefix .cache/pyright pyright@$(PYRIGHT_VERSION)
 	$(PYRIGHT)
-	$(PY) -m pyflakes common services stack k8s tests examples/backend-python
+	$(PY) -m pyflakes common services stack k8s tests examples/backend-python docker
 
 asyncapi: setup ## regenerate docs/asyncapi.yaml from the schemas and the code, then check it (AsyncAPI parser from npm, installed on first use)
 	$(PY) stack/asyncapi.py
