@@ -91,9 +91,11 @@ class CamDetector:
         pixels = self._preprocess([image.resize((self.size, self.size), Image.Resampling.BILINEAR)])
         with torch.inference_mode():
             pixels = pixels.to(self.placement.device, self.placement.dtype)
+            # The network runs in the placement's dtype; the maps are computed in float32.
             features = self._network.extract_features(pixels)[0].float()  # (C, h, w)
             weights = self._network._fc.weight.float()
-            probs = torch.nn.functional.linear(features.mean((1, 2)), weights, self._network._fc.bias.float()).softmax(0)
+            bias = self._network._fc.bias.float()
+            probs = torch.nn.functional.linear(features.mean((1, 2)), weights, bias).softmax(0)
             found: dict[str, list[Detection]] = {}
             for category in wanted:
                 classes = self._classes.get(category, [])

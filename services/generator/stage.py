@@ -95,24 +95,21 @@ class GeneratorStage(Stage):
                                            kept.photo, kept.mask, self.settings.feather_px)
         else:
             generated = self.model.generate(request.prompt, request.negative_prompt, request.preset, request.options)
-        key = generated_key(event.job_id, request.preset.name)
         started = time.perf_counter()
         png = encode_png(generated.image, self.settings.png_compress_level)
-        section = self._output(request, generated, key, kept, fallback, encode_ms=(time.perf_counter() - started) * 1000)
-        blob_list = [Blob(key=key, data=png, content_type="image/png")]
+        section = self._output(event.job_id, request, generated, kept, fallback)
+        section["timings"]["encode_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        stored = [Blob(key=section["image_key"], data=png, content_type="image/png")]
         if kept is not None:
-            section["mask_key"] = generated_mask_key(event.job_id)
-            blob_list.append(Blob(key=section["mask_key"], data=encode_png(kept.mask, self.settings.png_compress_level),
-                                  content_type="image/png"))
-        if request.products is not None:
-            section["products"] = request.products
-            if request.products and self.components.detector is not None:
-                started = time.perf_counter()
-                # Located on the stored image itself (the PNG decoded back), so coordinates fit what is served.
-                stored = Image.open(io.BytesIO(png)).convert("RGB")
-                section["products"] = locate(self.components.detector, stored, request.products)
-                section["timings"]["locate_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        return Emit(section=section, blobs=tuple(blob_list))
+            stored.append(Blob(key=section["mask_key"], data=encode_png(kept.mask, self.settings.png_compress_level),
+                               content_type="image/png"))
+        if request.products and self.components.detector is not None:
+            started = time.perf_counter()
+            # Located on the stored image itself (the PNG decoded back), so coordinates fit what is served.
+            image = Image.open(io.BytesIO(png)).convert("RGB")
+            section["products"] = locate(self.components.detector, image, request.products)
+            section["timings"]["locate_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return Emit(section=section, blobs=tuple(stored))
 
     def _kept_devices(self, event: Event, blobs: Blobs,
                       request: GenerationRequest) -> tuple[KeptDevices | None, str | None]:
@@ -132,11 +129,12 @@ class GeneratorStage(Stage):
         return KeptDevices(resized, masker.mask(resized, [d.box for d in devices]), devices, detector.name,
                            masker.name), None
 
-    def _output(self, request: GenerationRequest, generated: Generated, key: str, kept: KeptDevices | None,
-                fallback: str | None, *, encode_ms: float) -> dict[str, Any]:
+    def _output(self, job_id: str, request: GenerationRequest, generated: Generated, kept: KeptDevices | None,
+                fallback: str | None) -> dict[str, Any]:
+        """The ``output`` section: what ran, with which model, and what was kept (or why nothing was)."""
         options, preset, card = request.options, request.preset, self.model.card
         section: dict[str, Any] = {
-            "image_key": key,
+            "image_key": generated_key(job_id, preset.name),
             "mode": KEEP_DEVICES if kept is not None else DEFAULT_MODE,
             "fast": options.fast,
             "preset": preset.name,
@@ -149,15 +147,18 @@ class GeneratorStage(Stage):
             "scheduler": options.scheduler,
             "model": card.as_dict(),
             "weights": card.weights,
-            "timings": {"inference_ms": round(generated.inference_ms, 1), "encode_ms": round(encode_ms, 1),
+            "timings": {"inference_ms": round(generated.inference_ms, 1),
                         "preset_switch_ms": round(generated.preset_switch_ms, 3)},
             "peak_gpu_mem_bytes": generated.peak_gpu_mem_bytes,
         }
         if fallback is not None:
             section["fallback"] = fallback
         if kept is not None:
-            section.update(kept_devices=[device.as_dict() for device in kept.devices], strength=options.strength,
-                           detector=kept.detector, masker=kept.masker)
+            section.update(kept_devices=[device.as_dict() for device in kept.devices],
+                           mask_key=generated_mask_key(job_id), strength=options.strength, detector=kept.detector,
+                           masker=kept.masker)
+        if request.products is not None:
+            section["products"] = request.products
         return section
 
 

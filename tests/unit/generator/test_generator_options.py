@@ -95,7 +95,8 @@ def test_fast_is_refused_when_no_fast_lora_is_configured():
 
 
 def _data(request, captioning=None):
-    return {"request": request, "captioning": {"prompt": "a desk", "preset": "basic"} if captioning is None else captioning}
+    captioning = {"prompt": "a desk", "preset": "basic"} if captioning is None else captioning
+    return {"request": request, "captioning": captioning}
 
 
 def test_a_request_is_parsed_once_into_a_typed_request(tiny_settings):
