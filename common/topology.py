@@ -111,12 +111,11 @@ def event_types() -> dict[str, str]:
 
 
 def chart_yaml() -> str:
-    """The chart's view of the topology (``CHART_FILE``): each stage's name, kinds and image, then every kind."""
+    """The chart's view of the topology (``CHART_FILE``): each stage's name and kinds, then every kind."""
     lines = [f"# Generated from common/topology.py by `deskgen topology > {CHART_FILE}`: do not edit by hand.",
              "stages:"]
     for stage in STAGES.values():
-        lines += [f"  - name: {stage.name}", f"    consumes: {stage.consumes}", f"    produces: {stage.produces}",
-                  f"    image: {stage.image_target()}", f"    accelerator: {str(stage.accelerator).lower()}"]
+        lines += [f"  - name: {stage.name}", f"    consumes: {stage.consumes}", f"    produces: {stage.produces}"]
     lines.append(f"kinds: [{', '.join(event_kinds())}]")
     return "\n".join(lines) + "\n"
 

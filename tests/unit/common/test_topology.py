@@ -47,8 +47,7 @@ def test_the_toy_stage_leaves_no_trace():
 def test_the_chart_file_lists_every_stage_and_kind():
     data = yaml.safe_load(topology.chart_yaml())
     assert [s["name"] for s in data["stages"]] == list(topology.STAGES)
-    assert data["stages"][2] == {"name": "generator", "consumes": "captioned", "produces": "generated",
-                                 "image": "generator", "accelerator": True}
+    assert data["stages"][2] == {"name": "generator", "consumes": "captioned", "produces": "generated"}
     assert data["kinds"] == list(topology.event_kinds())
 
 
