@@ -47,6 +47,8 @@ class FastLora:
 
 @dataclass(frozen=True)
 class GenerationOptions:
+    """How one image is generated, checked against the settings' bounds (``request.resolve_options``)."""
+
     steps: int
     guidance: float
     width: int
@@ -59,6 +61,8 @@ class GenerationOptions:
 
 @dataclass(frozen=True)
 class Generated:
+    """One generated image and what it cost (``peak_gpu_mem_bytes``: None off cuda)."""
+
     image: Image.Image
     inference_ms: float
     preset_switch_ms: float

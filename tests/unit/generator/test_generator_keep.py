@@ -10,10 +10,11 @@ from deskgen.common.errors import FatalError
 from deskgen.common.events import Event, validate
 from deskgen.services.generator.components import Placement
 from deskgen.services.generator.devweights import FAST_LORA, INPAINT_UNET_DIR, SAM_DIR
-from deskgen.services.generator.locate import CamDetector
+from deskgen.services.generator.locate import CamDetector, Detection
 from deskgen.services.generator.masks import DeviceMasker, box_mask, paste_back
 from deskgen.services.generator.model import FastLora, GenerationOptions, GeneratorModel
-from deskgen.services.generator.stage import Components, GeneratorStage
+from deskgen.services.generator.request import parse_request
+from deskgen.services.generator.stage import Components, GeneratorStage, KeptDevices
 from samples import draw_desk
 from support.blobs import MemoryBlobs
 
@@ -179,3 +180,18 @@ def test_fast_changes_the_image_and_reports_its_scheduler(tiny_model, tiny_setti
         True, 2, 0.0, "lcm")
     assert plain.section["mode"] == "restyle" and plain.section["fast"] is False
     assert fast.blobs[0].data != plain.blobs[0].data
+
+
+@pytest.mark.realweights
+def test_the_kept_devices_are_typed_and_sized_to_the_output(tiny_model, tiny_settings, cam):
+    stage = GeneratorStage(_components(tiny_model, cam), tiny_settings)
+    event = _captioned("job-typed", {"mode": "keep_devices", "width": 96, "height": 64})
+    request = parse_request(event.data, tiny_settings, tiny_model.presets, event.job_id)
+
+    kept, fallback = stage._kept_devices(event, _blobs("job-typed", draw_desk(seed=0, size=(320, 240))), request)
+
+    assert fallback is None and isinstance(kept, KeptDevices)
+    assert kept.photo.size == kept.mask.size == (96, 64) and kept.mask.mode == "L"
+    assert kept.devices and all(isinstance(d, Detection) for d in kept.devices)
+    assert {d.label for d in kept.devices} <= set(tiny_settings.keep_categories)
+    assert (kept.detector, kept.masker) == (cam.name, "boxes")
