@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# One process here runs the classifier's ONNX Runtime and the catalogue's usearch. Loading usearch's native
+# module (usearch 2.26.6, numkong 7.8.6) before onnxruntime 1.31.1 makes onnxruntime's import segfault; the
+# other order is safe, and no service loads both.
+importlib.import_module("onnxruntime")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stack"))
