@@ -230,7 +230,7 @@ def test_keep_devices_and_fast_from_a_pod(release, pipeline):
     result = json.loads(line)
     assert (result["job_id"], result["status"]) == (job, "succeeded"), result
     output = result["output"]
-    assert (output["mode"], output["fast"], output["mask_key"]) == ("keep_devices", True, f"generated/{job}/mask.png")
+    assert (output["mode"], output["fast"], output["mask_key"]) == ("keep_devices", True, f"generated/{job}/keep-mask.png")
     assert output["kept_devices"] and pipeline.store.exists(output["mask_key"])
 
 

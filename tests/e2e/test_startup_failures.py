@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from deskgen.common.topology import STAGES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
@@ -30,7 +32,7 @@ def _one_error_line(done: subprocess.CompletedProcess) -> str:
     return line
 
 
-@pytest.mark.parametrize("stage", ["classifier", "captioner", "generator"])
+@pytest.mark.parametrize("stage", list(STAGES))
 def test_a_second_service_on_the_same_port_names_the_port_setting(stack, stage):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

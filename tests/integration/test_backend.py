@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from deskgen.common.topology import STAGES
+
 from support.pipeline import photo_bytes
 
 pytestmark = pytest.mark.integration
@@ -20,7 +22,7 @@ def _cli(pipeline, *args: str) -> subprocess.CompletedProcess:
 
 def test_submit_and_results_through_the_client_and_the_cli(pipeline, tmp_path):
     pipeline.create_topics(partitions=1)
-    for stage in ("classifier", "captioner", "generator"):
+    for stage in STAGES:
         pipeline.start(stage)
     desk = tmp_path / "desk.png"
     desk.write_bytes(photo_bytes((30, 200, 40), fmt="PNG"))

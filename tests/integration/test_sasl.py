@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from deskgen.common.topology import STAGES
+
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
 _LOGIN_WAIT_S = 45  # how long a service may keep trying before the test calls it a hang
@@ -77,7 +79,7 @@ def sasl_run(stack, tmp_path_factory):
 def test_every_stage_works_over_sasl_with_the_right_credentials(sasl_run):
     desk, not_desk = sasl_run.jobs
     assert [r["status"] for r in sasl_run.results[desk]] == ["succeeded"], sasl_run.pipeline.describe_failure()
-    assert list(sasl_run.results[desk][0]["timeline"]) == ["classifier", "captioner", "generator"]
+    assert list(sasl_run.results[desk][0]["timeline"]) == list(STAGES)
     assert [(r["status"], r["reason"]) for r in sasl_run.results[not_desk]] == [("rejected", "not_desk")]
     assert all(service.process.poll() is None for service in sasl_run.services)
 

@@ -10,13 +10,15 @@ import urllib.request
 import pytest
 from PIL import Image
 
+from deskgen.common.topology import STAGES
+
 from support.pipeline import dlq_payload, photo_bytes
 
 pytestmark = pytest.mark.integration
 
 
 def _start_chain(pipeline, **env):
-    return [pipeline.start(stage, **env) for stage in ("classifier", "captioner", "generator")]
+    return [pipeline.start(stage, **env) for stage in STAGES]
 
 
 def _assert_one_result_each(pipeline, results):
@@ -36,7 +38,7 @@ def test_every_job_ends_with_exactly_one_terminal_result(pipeline):
     for job in desks:
         result = results[job][0]
         assert result["status"] == "succeeded", result
-        assert list(result["timeline"]) == ["classifier", "captioner", "generator"]
+        assert list(result["timeline"]) == list(STAGES)
         image = Image.open(__import__("io").BytesIO(pipeline.store.get(result["output"]["image_key"])))
         assert image.size == (32, 32)
         assert result["output"]["image_key"] == f"generated/{job}/mix.png"
