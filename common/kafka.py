@@ -10,8 +10,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .errors import FatalError
-from .events import CATALOGUE_KIND, KINDS
+from .events import KINDS
 from .settings import KafkaSettings, RuntimeSettings
+from .topology import table_kinds
 
 __all__ = ["make_consumer", "make_producer_config", "make_producer", "make_reader", "make_admin", "create_topics", "group_id"]
 
@@ -85,13 +86,14 @@ def make_admin(kafka: KafkaSettings) -> AdminClient:
 
 def create_topics(kafka: KafkaSettings, runtime: RuntimeSettings, *, partitions: int, replication: int,
                   timeout: float = 30.0) -> list[tuple[str, str]]:
-    """Create the pipeline's topics; existing ones are left as they are. Returns (topic, status) rows."""
+    """Create the pipeline's topics, then the stages' tables' topics (``StageSpec.tables``); existing ones are
+    left as they are. Returns (topic, status) rows."""
     admin = make_admin(kafka)
     topics = [NewTopic(runtime.topic(kind), num_partitions=partitions, replication_factor=replication)
               for kind in KINDS]
-    # The product catalogue: compacted, so the latest record per product id (or its tombstone) stays.
-    topics.append(NewTopic(runtime.topic(CATALOGUE_KIND), num_partitions=partitions, replication_factor=replication,
-                           config={"cleanup.policy": "compact"}))
+    # A table's topic is compacted: the latest record per key (or its tombstone) stays, so a replay rebuilds it.
+    topics += [NewTopic(runtime.topic(kind), num_partitions=partitions, replication_factor=replication,
+                        config={"cleanup.policy": "compact"}) for kind in table_kinds()]
     rows = []
     for topic, future in admin.create_topics(topics, request_timeout=timeout).items():
         try:

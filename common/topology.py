@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["StageSpec", "STAGES", "register", "unregister", "spec", "consumer_of", "event_kinds", "event_types",
-           "resolve", "chart_yaml", "CHART_FILE", "RESULT_KIND"]
+           "table_kinds", "resolve", "chart_yaml", "CHART_FILE", "RESULT_KIND"]
 
 PACKAGE = "deskgen"
 RESULT_KIND = "generated"  # the one terminal result of every job: the last stage's output, or any stage's refusal
@@ -41,6 +41,7 @@ class StageSpec:
         accelerator: whether it runs on a GPU node (the chart's node selector and tolerations).
         summary: what its produced event says (the AsyncAPI message summary).
         event_type: the CloudEvents type of its produced event; empty: ``com.deskgen.photo.<produces>``.
+        tables: the kinds of the compacted topics it reads whole (``Stage.tables``' kinds, ``common/tables.py``).
     """
 
     name: str
@@ -54,6 +55,7 @@ class StageSpec:
     accelerator: bool = False
     summary: str = ""
     event_type: str = ""
+    tables: tuple[str, ...] = ()
 
     def settings_class(self) -> type:
         return resolve(self.settings)
@@ -110,6 +112,11 @@ def event_types() -> dict[str, str]:
     return types
 
 
+def table_kinds() -> tuple[str, ...]:
+    """Every kind a stage reads as a table (a compacted topic), in pipeline order, once each."""
+    return tuple(dict.fromkeys(kind for stage in STAGES.values() for kind in stage.tables))
+
+
 def chart_yaml() -> str:
     """The chart's view of the topology (``CHART_FILE``): each stage's name and kinds, then every kind."""
     lines = [f"# Generated from common/topology.py by `deskgen topology > {CHART_FILE}`: do not edit by hand.",
@@ -137,7 +144,7 @@ register(StageSpec(
 register(StageSpec(
     name="captioner", consumes="classified", produces="captioned", section="captioning",
     module=f"{_service('captioner')}.stage", settings=f"{_service('captioner')}.settings:CaptionerSettings",
-    devweights=f"{_service('captioner')}.devweights:build_dev",
+    devweights=f"{_service('captioner')}.devweights:build_dev", tables=("products",),
     summary="The captioner wrote captions and the generation prompt."))
 register(StageSpec(
     name="generator", consumes="captioned", produces=RESULT_KIND, section="output",
