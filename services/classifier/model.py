@@ -218,13 +218,15 @@ def export_onnx(uri: str, out: Path, *, arch: str | None = None,
     """Export a classifier to one ``.onnx`` file that ``onnx_model.OnnxDeskClassifier`` serves without
     torch; what the outputs mean (model card, head or class set, preprocessing, labels) travels in the
     file's ``deskgen`` metadata entry."""
-    spec, network = load_checkpoint(resolve(uri), arch=arch or "efficientnet_lite0",
+    path = resolve(uri)
+    spec, network = load_checkpoint(path, arch=arch or "efficientnet_lite0",
                                     head_classes=tuple(head_classes), expected_arch=arch)
     network.fold_batchnorm()
     preprocessing = preprocessing_for(spec.arch)
     proto = _export(network, preprocessing.size)
     card = {
         "format": ONNX_FORMAT, "name": spec.name, "version": spec.version, "source": uri,
+        "weights": identify(uri, path).weights,
         "imagenet": spec.imagenet, "classes": list(spec.classes) if spec.classes else None,
         "threshold": spec.threshold,
         "class_set": None if spec.classes else asdict(ClassSet.load(class_set)),

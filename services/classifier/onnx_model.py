@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Sequence
 
 from PIL import Image
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import ModelCard, ModelSources, identify, resolve
+from deskgen.common.models import DEV_WEIGHTS, ModelCard, ModelSources, identify, resolve
 from deskgen.services.classifier.scoring import Score, preprocess, read_logits
 
 __all__ = ["ONNX_FORMAT", "OnnxDeskClassifier"]
@@ -78,7 +79,9 @@ class OnnxDeskClassifier:
             raise FatalError(f"DESKGEN_CLASSIFIER_MODEL: {self.uri} was not exported by `deskgen models export-onnx`"
                              f" (no {ONNX_FORMAT} metadata)")
         version = meta["version"] if meta["classes"] else f"{meta['version']}+classes.{meta['class_set']['version']}"
-        self.identity = identify(self.uri, path, name=meta["name"], version=version)
+        identity = identify(self.uri, path, name=meta["name"], version=version)
+        # A file has no folder for the dev marker: export_onnx carries the exported model's weights fact.
+        self.identity = replace(identity, weights=DEV_WEIGHTS) if meta.get("weights") == DEV_WEIGHTS else identity
         self._meta, self._session = meta, session
         self.load_seconds = time.perf_counter() - started
         _log.info("classifier %s (%s) loaded with onnxruntime in %.1fs", meta["name"], meta["version"],
