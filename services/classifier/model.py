@@ -29,12 +29,12 @@ from torch import nn
 from torchvision.models import VGG16_Weights
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import ModelCard, ModelSources, identify, resolve
+from deskgen.common.models import ModelSources, identify, resolve
 
 from deskgen.services.classifier.checkpoint import ModelSpec, load_checkpoint
 from deskgen.services.classifier.networks import Preprocessing, preprocessing_for
 from deskgen.services.classifier.onnx_model import ONNX_FORMAT
-from deskgen.services.classifier.scoring import Score, decide, read_logits
+from deskgen.services.classifier.scoring import Score, ScoringModel, decide, read_logits
 from deskgen.services.classifier.settings import DEFAULT_MODEL_URI
 
 __all__ = ["CLASS_SET_FILE", "IMAGENET_NAMES", "BACKENDS", "ClassSet", "Score",
@@ -70,7 +70,7 @@ class ClassSet:
                    int(data["version"]))
 
 
-class DeskClassifier:
+class DeskClassifier(ScoringModel):
     """A desk-setup classifier named by a model URI; nothing heavy happens before ``load()``.
 
     Args:
@@ -100,7 +100,6 @@ class DeskClassifier:
         self.head_classes = tuple(head_classes)
         self.class_set_file = class_set
         self.spec: ModelSpec | None = None
-        self.identity: ModelCard | None = None
         self.active_backend: str | None = None
         self.load_seconds: float | None = None
         self._preprocess: Preprocessing | None = None
@@ -119,13 +118,6 @@ class DeskClassifier:
         if spec.classes:
             return spec.threshold if spec.threshold is not None else 0.5
         return self._class_set.threshold
-
-    @property
-    def card(self) -> dict[str, str]:
-        """``{name, version, uri}`` of the loaded model, for the event."""
-        if self.identity is None:
-            raise RuntimeError("DeskClassifier.load() has not been called")
-        return self.identity.as_dict()
 
     def load(self) -> None:
         """Resolve the URI, build the network, prepare the backend. Idempotent."""
@@ -147,18 +139,8 @@ class DeskClassifier:
         self.load_seconds = time.perf_counter() - started
         _log.info("classifier %s (%s) loaded with %s in %.1fs", spec.name, spec.version, backend, self.load_seconds)
 
-    def score(self, images: Sequence[Image.Image]) -> list[Score]:
-        """Score RGB images, ``max_batch`` per forward pass; one Score per image, in order."""
-        if self._run is None:
-            raise RuntimeError("DeskClassifier.load() has not been called")
-        results: list[Score] = []
-        for start in range(0, len(images), self.max_batch):
-            chunk = images[start:start + self.max_batch]
-            started = time.perf_counter()
-            logits = self._run(self._preprocess(chunk))
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            results += [Score(score, evidence, elapsed_ms, len(chunk)) for score, evidence in self._read(logits)]
-        return results
+    def _forward(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self._loaded(self._run)(self._preprocess(images))
 
     def _read(self, logits: torch.Tensor) -> list[tuple[float, list[dict[str, float | str]]]]:
         spec = self._require_spec()
@@ -174,9 +156,7 @@ class DeskClassifier:
         return self.backend
 
     def _require_spec(self) -> ModelSpec:
-        if self.spec is None:
-            raise RuntimeError("DeskClassifier.load() has not been called")
-        return self.spec
+        return self._loaded(self.spec)
 
 
 def _torch_runner(network: nn.Module) -> Runner:

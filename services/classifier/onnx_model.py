@@ -15,8 +15,8 @@ from typing import Sequence
 from PIL import Image
 
 from deskgen.common.errors import FatalError
-from deskgen.common.models import DEV_WEIGHTS, ModelCard, ModelSources, identify, resolve
-from deskgen.services.classifier.scoring import Score, preprocess, read_logits
+from deskgen.common.models import DEV_WEIGHTS, ModelSources, identify, resolve
+from deskgen.services.classifier.scoring import ScoringModel, preprocess, read_logits
 
 __all__ = ["ONNX_FORMAT", "OnnxDeskClassifier"]
 
@@ -24,7 +24,7 @@ ONNX_FORMAT = "deskgen-classifier-onnx/1"
 _log = logging.getLogger(__name__)
 
 
-class OnnxDeskClassifier:
+class OnnxDeskClassifier(ScoringModel):
     """The ``DeskClassifier`` interface (load, score, threshold, card) over an exported ``.onnx`` file."""
 
     active_backend = "onnxruntime"
@@ -38,7 +38,6 @@ class OnnxDeskClassifier:
         self.max_batch = max_batch
         self.load_seconds: float | None = None
         self._meta: dict | None = None
-        self.identity: ModelCard | None = None
         self._session = None
 
     @property
@@ -53,12 +52,6 @@ class OnnxDeskClassifier:
         if meta["classes"]:
             return meta["threshold"] if meta["threshold"] is not None else 0.5
         return meta["class_set"]["threshold"]
-
-    @property
-    def card(self) -> dict[str, str]:
-        if self.identity is None:
-            raise RuntimeError("OnnxDeskClassifier.load() has not been called")
-        return self.identity.as_dict()
 
     def load(self) -> None:
         if self.loaded:
@@ -87,23 +80,15 @@ class OnnxDeskClassifier:
         _log.info("classifier %s (%s) loaded with onnxruntime in %.1fs", meta["name"], meta["version"],
                   self.load_seconds)
 
-    def score(self, images: Sequence[Image.Image]) -> list[Score]:
-        if self._session is None:
-            raise RuntimeError("OnnxDeskClassifier.load() has not been called")
-        meta, pre = self._meta, self._meta["preprocessing"]
-        results: list[Score] = []
-        for start in range(0, len(images), self.max_batch):
-            chunk = images[start:start + self.max_batch]
-            started = time.perf_counter()
-            logits = self._session.run(None, {"pixels": preprocess(chunk, pre["size"], pre["mean"], pre["std"])})[0]
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            read = read_logits(logits, imagenet=meta["imagenet"], classes=meta["classes"],
-                               desk_indices=None if meta["classes"] else meta["class_set"]["indices"],
-                               labels=meta["labels"])
-            results += [Score(score, evidence, elapsed_ms, len(chunk)) for score, evidence in read]
-        return results
+    def _forward(self, images: Sequence[Image.Image]):
+        pre = self._require_meta()["preprocessing"]
+        pixels = preprocess(images, pre["size"], pre["mean"], pre["std"])
+        return self._loaded(self._session).run(None, {"pixels": pixels})[0]
+
+    def _read(self, logits):
+        meta = self._require_meta()
+        return read_logits(logits, imagenet=meta["imagenet"], classes=meta["classes"],
+                           desk_indices=None if meta["classes"] else meta["class_set"]["indices"], labels=meta["labels"])
 
     def _require_meta(self) -> dict:
-        if self._meta is None:
-            raise RuntimeError("OnnxDeskClassifier.load() has not been called")
-        return self._meta
+        return self._loaded(self._meta)

@@ -6,13 +6,18 @@ classifier image without torch can serve an exported model.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["IMAGENET_CLASSES", "EVIDENCE_TOP_K", "Score", "decide", "preprocess", "read_logits"]
+from deskgen.common.models import ModelCard
+
+__all__ = ["IMAGENET_CLASSES", "EVIDENCE_TOP_K", "Score", "ScoringModel", "decide", "preprocess", "read_logits"]
+
+T = TypeVar("T")
 
 IMAGENET_CLASSES = 1000
 EVIDENCE_TOP_K = 5
@@ -71,3 +76,41 @@ def read_logits(logits: np.ndarray, *, imagenet: bool, classes: Sequence[str] | 
                               key=lambda e: -e["prob"])
         read.append((score, evidence))
     return read
+
+
+class ScoringModel:
+    """What both classifier backends share once loaded: batching, timing, the model card.
+
+    A backend sets ``identity`` in ``load()`` and provides ``_forward`` (preprocess + one forward pass)
+    and ``_read`` (logits → ``(score, evidence)`` per image).
+    """
+
+    max_batch: int
+    identity: ModelCard | None = None
+
+    @property
+    def card(self) -> dict[str, str]:
+        """``{name, version, uri}`` of the loaded model, for the event."""
+        return self._loaded(self.identity).as_dict()
+
+    def score(self, images: Sequence[Image.Image]) -> list[Score]:
+        """Score RGB images, ``max_batch`` per forward pass; one Score per image, in order."""
+        results: list[Score] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start:start + self.max_batch]
+            started = time.perf_counter()
+            logits = self._forward(chunk)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            results += [Score(score, evidence, elapsed_ms, len(chunk)) for score, evidence in self._read(logits)]
+        return results
+
+    def _forward(self, images: Sequence[Image.Image]) -> Any:
+        raise NotImplementedError
+
+    def _read(self, logits: Any) -> list[tuple[float, list[dict[str, float | str]]]]:
+        raise NotImplementedError
+
+    def _loaded(self, part: T | None) -> T:
+        if part is None:
+            raise RuntimeError(f"{type(self).__name__}.load() has not been called")
+        return part
