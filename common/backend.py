@@ -25,11 +25,15 @@ from .keys import upload_key
 from .settings import KafkaSettings, RuntimeSettings, S3Settings, load
 from .storage import ObjectStore
 
-__all__ = ["Backend", "BackendSettings", "sniff_format"]
+__all__ = ["Backend", "BackendSettings", "sniff_format", "upload_content_type"]
 
 log = logging.getLogger("deskgen.backend")
 
-_CONTENT_TYPES = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+_CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+                  "heic": "image/heic", "heif": "image/heif", "avif": "image/avif"}
+# ISO-BMFF major brands (the ``ftyp`` box) → extension; an iPhone writes ``heic``, libavif ``avif``.
+_BRANDS = {b"avif": "avif", b"avis": "avif", b"heic": "heic", b"heix": "heic", b"heim": "heic", b"heis": "heic",
+           b"hevc": "heic", b"hevx": "heic", b"mif1": "heif", b"msf1": "heif"}
 
 
 @dataclass(frozen=True)
@@ -53,14 +57,22 @@ class BackendSettings:
 
 
 def sniff_format(data: bytes) -> str | None:
-    """``jpg`` | ``png`` | ``webp`` from the first bytes, or None."""
+    """``jpg`` | ``png`` | ``webp`` | ``heic`` | ``heif`` | ``avif`` from the first bytes, or None."""
     if data.startswith(b"\xff\xd8\xff"):
         return "jpg"
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
+    if data[4:8] == b"ftyp":
+        return _BRANDS.get(data[8:12])
     return None
+
+
+def upload_content_type(data: bytes, filename: str | None = None) -> str:
+    """The MIME type an upload is stored with: from the bytes, else from ``filename``'s extension."""
+    ext = sniff_format(data) or (filename.rsplit(".", 1)[-1].lower() if filename and "." in filename else "")
+    return _CONTENT_TYPES.get(ext, "application/octet-stream")
 
 
 class Backend:
@@ -105,7 +117,7 @@ class Backend:
         key = upload_key(job_id, ext or "unknown")
         record = events.encode("uploaded", {"job_id": job_id, "image_key": key, "uploaded_at": events.now(),
                                             "request": request or {}}, source=self.source)
-        self.store.put(key, data, content_type or _CONTENT_TYPES[key.rsplit(".", 1)[1]])
+        self.store.put(key, data, content_type or upload_content_type(data, filename))
         self.publish(record, wait=wait)
         return job_id
 

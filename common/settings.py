@@ -93,7 +93,8 @@ class ImageSettings(BaseSettings):
     max_pixels: int = Field(40_000_000, gt=0, description="Largest accepted width × height (decompression-bomb guard).")
     max_side: int = Field(12_000, gt=0, description="Largest accepted width or height.")
     max_aspect: float = Field(20.0, ge=1, description="Largest accepted long side / short side.")
-    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "MPO"], description="Accepted formats (Pillow names), as JSON list.")
+    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP", "MPO", "HEIF", "AVIF"],
+                               description="Accepted formats (Pillow names; HEIF covers HEIC), as JSON list.")
 
 
 class RuntimeSettings(BaseSettings):

@@ -2,7 +2,8 @@
 
 ``REFUSED``: name → (bytes, reason code). ``DECODED``: name → (bytes, expected RGB size); these are
 legitimate but unusual files, and all of them are mostly green, so the test classifier calls them desks.
-``BOMBS`` are the names whose headers promise far more pixels than the limits allow.
+``BOMBS`` are the names whose headers promise far more pixels than the limits allow. HEIC and AVIF (the
+photos phones take) are made here with pillow-heif and Pillow's own AVIF encoder.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ import io
 import struct
 import zlib
 
+import pillow_heif
 from PIL import Image, PngImagePlugin
 
 __all__ = ["GREEN", "RED", "REFUSED", "DECODED", "BOMBS", "EXIF_TRANSPOSE", "encode", "png_with_header",
-           "oriented_jpeg", "marker_image"]
+           "oriented", "marker_image"]
+
+pillow_heif.register_heif_opener()  # Pillow saves "HEIF" through pillow-heif
 
 GREEN, RED = (30, 200, 40), (220, 30, 30)
 
@@ -48,6 +52,13 @@ def _webp_claiming(width: int, height: int) -> bytes:
     body = b"\x2f" + struct.pack("<I", bits) + b"\0" * 16
     chunk = b"VP8L" + struct.pack("<I", len(body)) + body
     return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def _iso_bmff_claiming(fmt: str, width: int, height: int) -> bytes:
+    """A 64×64 HEIF or AVIF whose ``ispe`` box (the declared size) says ``width``×``height``."""
+    data = encode(_green((64, 64)), fmt)  # a size with no ``clap`` crop box, so ``ispe`` alone is the size
+    ispe = data.index(b"ispe") + 8  # after the box's type, version and flags
+    return data[:ispe] + struct.pack(">II", width, height) + data[ispe + 8:]
 
 
 def _png_text_bomb() -> bytes:
@@ -95,11 +106,12 @@ def marker_image() -> Image.Image:
     return image
 
 
-def oriented_jpeg(orientation: int) -> bytes:
+def oriented(orientation: int, fmt: str = "JPEG") -> bytes:
+    """``marker_image`` stored with an EXIF orientation (HEIF and AVIF writers store ``irot``/``imir`` boxes)."""
     image = marker_image()
     exif = image.getexif()
     exif[0x0112] = orientation
-    return encode(image, "JPEG", quality=95, exif=exif)
+    return encode(image, fmt, quality=95, exif=exif.tobytes())
 
 
 # What a viewer does to display each EXIF orientation (EXIF 2.32, tag 0x0112).
@@ -109,6 +121,8 @@ EXIF_TRANSPOSE = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpos
 
 _JPEG = encode(_green(), "JPEG", quality=90)
 _PNG = encode(_green(), "PNG")
+_HEIC = encode(_green(), "HEIF")
+_AVIF = encode(_green(), "AVIF")
 
 REFUSED: dict[str, tuple[bytes, str]] = {
     "zero_bytes": (b"", "image_empty"),
@@ -132,10 +146,20 @@ REFUSED: dict[str, tuple[bytes, str]] = {
     "aspect_400_to_1": (png_with_header(4_000, 10), "image_bad_dimensions"),
     "aspect_1_to_400": (png_with_header(10, 4_000), "image_bad_dimensions"),
     "side_over_12000": (png_with_header(12_001, 1_000), "image_bad_dimensions"),
+    "truncated_heic": (_HEIC[:len(_HEIC) // 2], "image_truncated"),
+    "truncated_avif": (_AVIF[:len(_AVIF) // 2], "image_truncated"),
+    "heic_cut_in_its_pixels": (_HEIC[:-10], "image_truncated"),
+    "avif_cut_in_its_pixels": (_AVIF[:-10], "image_truncated"),
+    "heic_ftyp_only": (_HEIC[:28], "image_undecodable"),
+    "heic_header_8000x8000": (_iso_bmff_claiming("HEIF", 8_000, 8_000), "image_too_many_pixels"),
+    "heic_header_50000x50000": (_iso_bmff_claiming("HEIF", 50_000, 50_000), "image_too_many_pixels"),
+    "avif_header_8000x8000": (_iso_bmff_claiming("AVIF", 8_000, 8_000), "image_too_many_pixels"),
+    "avif_header_50000x50000": (_iso_bmff_claiming("AVIF", 50_000, 50_000), "image_too_many_pixels"),
 }
 
 BOMBS = ("png_header_50000x50000", "png_header_8000x8000", "jpeg_header_65000x65000", "webp_header_16384x16384",
-         "png_text_chunk_bomb")
+         "png_text_chunk_bomb", "heic_header_8000x8000", "heic_header_50000x50000", "avif_header_8000x8000",
+         "avif_header_50000x50000")
 
 DECODED: dict[str, tuple[bytes, tuple[int, int]]] = {
     "cmyk_jpeg": (encode(Image.new("CMYK", (40, 30), (200, 0, 200, 0)), "JPEG"), (40, 30)),
@@ -148,10 +172,15 @@ DECODED: dict[str, tuple[bytes, tuple[int, int]]] = {
     "animated_webp": (_animated("WEBP", lossless=True), (32, 32)),
     "one_pixel": (encode(_green((1, 1)), "PNG"), (1, 1)),
     "aspect_20_to_1": (encode(_green((400, 20)), "PNG"), (400, 20)),
-    "exif_rotate_90": (oriented_jpeg(6), (24, 48)),
-    "exif_transverse": (oriented_jpeg(7), (24, 48)),
-    "exif_orientation_0": (oriented_jpeg(0), (48, 24)),
-    "exif_orientation_65535": (oriented_jpeg(65535), (48, 24)),
+    "exif_rotate_90": (oriented(6), (24, 48)),
+    "exif_transverse": (oriented(7), (24, 48)),
+    "exif_orientation_0": (oriented(0), (48, 24)),
+    "exif_orientation_65535": (oriented(65535), (48, 24)),
     "exif_corrupt": (encode(marker_image(), "JPEG", exif=b"Exif\0\0MM\0*" + b"\xff" * 60), (48, 24)),
     "jpeg_corrupt_scan_data": (_JPEG[:300] + bytes(200) + _JPEG[500:], (64, 48)),
+    "heic": (_HEIC, (64, 48)),
+    "avif": (_AVIF, (64, 48)),
+    "heic_exif_rotate_90": (oriented(6, "HEIF"), (24, 48)),
+    "avif_exif_rotate_90": (oriented(6, "AVIF"), (24, 48)),
+    "avif_with_alpha": (encode(Image.new("RGBA", (20, 10), (*GREEN, 128)), "AVIF"), (20, 10)),
 }

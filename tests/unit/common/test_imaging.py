@@ -15,16 +15,40 @@ from PIL import Image
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.imaging import ImageSettings, decode_image
 from support.hostile_images import (BOMBS, DECODED, EXIF_TRANSPOSE, GREEN, RED, REFUSED, encode, marker_image,
-                                    oriented_jpeg)
+                                    oriented)
 
 LIMITS = ImageSettings()
 
 
 @pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("L", "PNG"), ("I;16", "PNG"), ("P", "PNG"), ("RGBA", "PNG"),
-                                       ("RGB", "WEBP")])
+                                       ("RGB", "WEBP"), ("RGB", "HEIF"), ("RGBA", "HEIF"), ("L", "AVIF"),
+                                       ("RGBA", "AVIF")])
 def test_every_mode_becomes_rgb(mode, fmt):
     image = decode_image(encode(Image.new(mode, (40, 30)), fmt), LIMITS)
     assert (image.mode, image.size) == ("RGB", (40, 30))
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_the_photos_phones_take_are_accepted_by_default(fmt):
+    photo = Image.new("RGB", (64, 48), GREEN)
+    photo.paste(RED, (0, 0, 32, 24))
+    decoded = decode_image(encode(photo, fmt, quality=95), LIMITS)
+    assert decoded.size == (64, 48)
+    assert _close(decoded.getpixel((8, 8)), RED, 24) and _close(decoded.getpixel((56, 40)), GREEN, 24)
+
+
+@pytest.mark.parametrize("fmt, brand", [("HEIF", "heic"), ("AVIF", "avif")])
+def test_a_recognised_format_a_deployment_does_not_allow_is_named_in_the_refusal(fmt, brand):
+    with pytest.raises(InvalidInputError) as refused:
+        decode_image(encode(Image.new("RGB", (40, 30), GREEN), fmt), ImageSettings(formats=["JPEG", "PNG"]))
+    assert refused.value.reason == "image_format_not_allowed"
+    assert refused.value.detail.startswith(f"{fmt} (brand {brand}) is not one of"), refused.value.detail
+
+
+def test_heic_limits_are_checked_from_the_header_before_decoding():
+    with pytest.raises(InvalidInputError) as refused:
+        decode_image(encode(Image.new("RGB", (100, 100)), "HEIF"), ImageSettings(max_pixels=5000))
+    assert refused.value.reason == "image_too_many_pixels"
 
 
 def test_transparency_is_composited_on_white():
@@ -78,11 +102,12 @@ def test_colour_survives_cmyk_16_bit_palette_alpha_and_animation():
 
 
 @pytest.mark.hostile
+@pytest.mark.parametrize("fmt", ["JPEG", "HEIF", "AVIF"])
 @pytest.mark.parametrize("orientation", sorted(EXIF_TRANSPOSE))
-def test_every_exif_orientation_is_displayed_upright(orientation):
+def test_every_exif_orientation_is_displayed_upright(orientation, fmt):
     operation = EXIF_TRANSPOSE[orientation]
     expected = marker_image() if operation is None else marker_image().transpose(operation)
-    decoded = decode_image(oriented_jpeg(orientation), LIMITS)
+    decoded = decode_image(oriented(orientation, fmt), LIMITS)
     assert decoded.size == expected.size
     width, height = expected.size
     for x, y in ((width // 4, height // 4), (3 * width // 4, height // 4), (width // 4, 3 * height // 4),
