@@ -6,7 +6,8 @@ naming the field and its bound) otherwise. The mode is decided here and nowhere 
 
 Preset: ``request.preset``, else the captioner's ``captioning.preset``, else the configured default.
 Steps, guidance, size, scheduler, strength and seed come from the request within the configured bounds,
-else from the settings. Without a requested seed the seed is derived from the job id, so a replayed job
+else from the settings. A request that names no size gets its photo's aspect bucket (``sized_for``), never
+a fixed default; naming one side takes the other from the settings. Without a requested seed the seed is derived from the job id, so a replayed job
 regenerates the same image. ``fast`` adds the few-step LoRA: its scheduler, CFG off, ``fast_steps``.
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.request import DEFAULT_MODE, MODES
+from deskgen.services.generator.geometry import Size, nearest_bucket
 from deskgen.services.generator.model import GenerationOptions
 from deskgen.services.generator.presets import Preset, PresetTable
 from deskgen.services.generator.settings import GeneratorSettings
@@ -39,10 +41,18 @@ class GenerationRequest:
     mode: str
     options: GenerationOptions
     products: list[dict[str, Any]] | None = None
+    size_named: bool = True
 
     @property
     def keeps_devices(self) -> bool:
         return self.mode == KEEP_DEVICES
+
+    def sized_for(self, photo: Size, sizes: tuple[Size, ...]) -> GenerationRequest:
+        """This request at the size of ``sizes`` nearest the photo's aspect, unless it names its size."""
+        if self.size_named:
+            return self
+        width, height = nearest_bucket(photo, sizes)
+        return replace(self, options=replace(self.options, width=width, height=height), size_named=True)
 
 
 def parse_request(data: dict[str, Any], settings: GeneratorSettings, presets: PresetTable,
@@ -59,7 +69,7 @@ def parse_request(data: dict[str, Any], settings: GeneratorSettings, presets: Pr
         prompt=prompt, negative_prompt=captioning.get("negative_prompt") or "",
         preset=resolve_preset(presets, request, captioning, settings.default_preset), mode=mode,
         options=resolve_options(request, settings, job_id, keep_devices=mode == KEEP_DEVICES),
-        products=captioning.get("products"))
+        products=captioning.get("products"), size_named="width" in request or "height" in request)
 
 
 def resolve_preset(table: PresetTable, request: dict[str, Any], captioning: dict[str, Any],

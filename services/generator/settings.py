@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -9,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from deskgen.common.catalogue import categories
 from deskgen.common.settings import StageSettings
+from deskgen.services.generator.geometry import Size, buckets
 from deskgen.services.generator.schedulers import FAST_SCHEDULER_NAMES, SCHEDULER_NAMES
 
 __all__ = ["GeneratorSettings"]
@@ -43,8 +45,14 @@ class GeneratorSettings(StageSettings):
     guidance: float = Field(5.0, ge=0, description="Default classifier-free guidance scale (≤ 1 turns CFG off).")
     min_guidance: float = Field(0.0, ge=0, description="Lowest guidance a request may ask for.")
     max_guidance: float = Field(15.0, ge=0, description="Highest guidance a request may ask for.")
-    width: int = Field(1024, ge=8, description="Default image width in pixels.")
-    height: int = Field(1024, ge=8, description="Default image height in pixels.")
+    width: int = Field(1024, ge=8, description="Width of the warm-up image, and of a request that names only its "
+                       "height.")
+    height: int = Field(1024, ge=8, description="Height of the warm-up image, and of a request that names only "
+                        "its width.")
+    resolution: int | None = Field(None, ge=8, description="Side of the square whose area a request that names no "
+                                   "size gets, at the aspect bucket nearest its photo's: 1024 gives the SDXL "
+                                   "training resolutions (1024², 1152×896, … 640×1536), smaller values scale them "
+                                   "down (64 in dev). Unset: √(width × height).")
     min_side: int = Field(64, ge=8, description="Smallest width or height a request may ask for.")
     max_width: int = Field(1536, ge=8, description="Largest width a request may ask for.")
     max_height: int = Field(1536, ge=8, description="Largest height a request may ask for.")
@@ -141,7 +149,19 @@ class GeneratorSettings(StageSettings):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        for width, height in self.aspect_buckets():
+            if width > self.max_width or height > self.max_height:
+                raise ValueError(f"resolution {self.bucket_resolution} gives the bucket {width}×{height}, larger "
+                                 f"than max_width × max_height")
         return self
+
+    @property
+    def bucket_resolution(self) -> int:
+        return self.resolution or round(math.sqrt(self.width * self.height))
+
+    def aspect_buckets(self) -> tuple[Size, ...]:
+        """The output sizes a request that names no size may get (``geometry.buckets``)."""
+        return buckets(self.bucket_resolution, self.size_multiple)
 
     def lora_uris(self) -> dict[str, str]:
         return {"dalle": self.lora_dalle, "ott": self.lora_ott, "3d": self.lora_3d}

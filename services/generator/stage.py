@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
@@ -22,6 +22,7 @@ from deskgen.common.events import Event
 from deskgen.common.keys import generated_key, generated_mask_key
 from deskgen.common.request import DEFAULT_MODE
 from deskgen.common.stage import Blob, Blobs, Emit, Stage
+from deskgen.services.generator.geometry import Box, Size, fit, into_crop, point_into_crop, upright_size
 from deskgen.services.generator.locate import Detection, Detector, build_detector, locate
 from deskgen.services.generator.masks import DeviceMasker
 from deskgen.services.generator.model import Generated, GeneratorModel, build_model
@@ -49,14 +50,16 @@ class Components:
 
 @dataclass(frozen=True)
 class KeptDevices:
-    """The devices a keep_devices job keeps: the photo at the output size, its keep mask (255 = kept), the
-    devices and the names of the detector and masker that found them."""
+    """The devices a keep_devices job keeps: the photo cropped and scaled to the output size, its keep mask
+    (255 = kept), the devices (boxes normalised to the output), the crop (normalised to the photo) and the
+    names of the detector and masker that found them."""
 
     photo: Image.Image
     mask: Image.Image
     devices: list[Detection]
     detector: str
     masker: str
+    crop: Box = (0.0, 0.0, 1.0, 1.0)
 
 
 def build_components(settings: GeneratorSettings) -> Components:
@@ -80,6 +83,7 @@ class GeneratorStage(Stage):
         self.settings = settings
         if self.model.presets.get(settings.default_preset) is None:
             raise FatalError(f"default preset {settings.default_preset!r} is not in the preset table")
+        self.sizes = settings.aspect_buckets()
 
     def load(self) -> None:
         self.components.load()
@@ -89,7 +93,11 @@ class GeneratorStage(Stage):
 
     def handle(self, event: Event, blobs: Blobs) -> Emit:
         request = parse_request(event.data, self.settings, self.model.presets, event.job_id)
-        kept, fallback = self._kept_devices(event, blobs, request) if request.keeps_devices else (None, None)
+        key = event.data["image_key"]
+        photo = blobs.image(key) if request.keeps_devices and self.components.detector is not None else None
+        if not request.size_named:
+            request = request.sized_for(photo.size if photo is not None else _photo_size(blobs, key), self.sizes)
+        kept, fallback = self._kept_devices(photo, request) if request.keeps_devices else (None, None)
         if kept is not None:
             generated = self.model.inpaint(request.prompt, request.negative_prompt, request.preset, request.options,
                                            kept.photo, kept.mask, self.settings.feather_px)
@@ -111,23 +119,22 @@ class GeneratorStage(Stage):
             section["timings"]["locate_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return Emit(section=section, blobs=tuple(stored))
 
-    def _kept_devices(self, event: Event, blobs: Blobs,
+    def _kept_devices(self, photo: Image.Image | None,
                       request: GenerationRequest) -> tuple[KeptDevices | None, str | None]:
-        """The devices to keep, or None and why restyle runs instead."""
+        """The devices to keep on ``photo`` (decoded when there is a detector), or None and why restyle runs."""
         detector = self.components.detector
-        if detector is None:
+        if detector is None or photo is None:
             return None, "no_device_detector"
-        photo = blobs.image(event.data["image_key"])
         found = detector.detect(photo, self.settings.keep_categories)
-        devices = [hit for hits in found.values() for hit in hits]
+        fitted, crop = fit(photo, (request.options.width, request.options.height))
+        # Found on the whole photo; kept where they fall inside the crop, in the output's coordinates.
+        devices = [replace(hit, box=box, centre=point_into_crop(hit.centre, crop)) for hits in found.values() for hit in hits
+                   if (box := into_crop(hit.box, crop)) is not None]
         if not devices:
             return None, "no_devices_found"
-        # Boxes are normalised, so they hold on the photo resized to the output size.
-        options = request.options
-        resized = photo.convert("RGB").resize((options.width, options.height), Image.Resampling.LANCZOS)
         masker = self.components.masker
-        return KeptDevices(resized, masker.mask(resized, [d.box for d in devices]), devices, detector.name,
-                           masker.name), None
+        return KeptDevices(fitted, masker.mask(fitted, [d.box for d in devices]), devices, detector.name,
+                           masker.name, crop), None
 
     def _output(self, job_id: str, request: GenerationRequest, generated: Generated, kept: KeptDevices | None,
                 fallback: str | None) -> dict[str, Any]:
@@ -156,10 +163,15 @@ class GeneratorStage(Stage):
         if kept is not None:
             section.update(kept_devices=[device.as_dict() for device in kept.devices],
                            mask_key=generated_mask_key(job_id), strength=options.strength, detector=kept.detector,
-                           masker=kept.masker)
+                           masker=kept.masker, crop=[round(v, 6) for v in kept.crop])
         if request.products is not None:
             section["products"] = request.products
         return section
+
+
+def _photo_size(blobs: Blobs, key: str) -> Size:
+    """The photo's upright size from its header; decoded only when the header cannot tell."""
+    return upright_size(blobs.read(key)) or blobs.image(key).size
 
 
 def encode_png(image, compress_level: int) -> bytes:

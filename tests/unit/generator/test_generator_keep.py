@@ -10,6 +10,7 @@ from deskgen.common.errors import FatalError
 from deskgen.common.events import Event, validate
 from deskgen.services.generator.components import Placement
 from deskgen.services.generator.devweights import FAST_LORA, INPAINT_UNET_DIR, SAM_DIR
+from deskgen.services.generator.geometry import fit
 from deskgen.services.generator.locate import CamDetector, Detection
 from deskgen.services.generator.masks import DeviceMasker, box_mask, paste_back
 from deskgen.services.generator.model import FastLora, GenerationOptions, GeneratorModel
@@ -156,7 +157,9 @@ def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(t
                            "finished_at": "2026-11-25T12:00:02Z", "timeline": {}, "output": section})
     keep = Image.open(io.BytesIO(mask_blob.data))
     result = Image.open(io.BytesIO(image_blob.data)).convert("RGB")
-    _assert_kept_exactly(result, photo.resize((96, 64), Image.Resampling.LANCZOS), keep)
+    # 4:3 photo, 3:2 output: cropped top and bottom, then scaled uniformly.
+    assert section["crop"] == pytest.approx([0, 1 / 18, 1, 17 / 18], abs=1e-6)
+    _assert_kept_exactly(result, fit(photo, (96, 64))[0], keep)
 
 
 @pytest.mark.realweights
@@ -174,8 +177,8 @@ def test_keep_devices_without_devices_falls_back_to_restyle_and_says_why(tiny_mo
 
 def test_fast_changes_the_image_and_reports_its_scheduler(tiny_model, tiny_settings):
     stage = GeneratorStage(_components(tiny_model), tiny_settings)
-    plain = stage.handle(_captioned("job-f", {}), None)
-    fast = stage.handle(_captioned("job-f", {"fast": True}), None)
+    plain = stage.handle(_captioned("job-f", {}), _blobs("job-f", _photo()))
+    fast = stage.handle(_captioned("job-f", {"fast": True}), _blobs("job-f", _photo()))
     assert (fast.section["fast"], fast.section["steps"], fast.section["guidance"], fast.section["scheduler"]) == (
         True, 2, 0.0, "lcm")
     assert plain.section["mode"] == "restyle" and plain.section["fast"] is False
@@ -188,7 +191,7 @@ def test_the_kept_devices_are_typed_and_sized_to_the_output(tiny_model, tiny_set
     event = _captioned("job-typed", {"mode": "keep_devices", "width": 96, "height": 64})
     request = parse_request(event.data, tiny_settings, tiny_model.presets, event.job_id)
 
-    kept, fallback = stage._kept_devices(event, _blobs("job-typed", draw_desk(seed=0, size=(320, 240))), request)
+    kept, fallback = stage._kept_devices(draw_desk(seed=0, size=(320, 240)), request)
 
     assert fallback is None and isinstance(kept, KeptDevices)
     assert kept.photo.size == kept.mask.size == (96, 64) and kept.mask.mode == "L"

@@ -10,6 +10,7 @@ from deskgen.services.generator.components import Placement
 from deskgen.services.generator.masks import DeviceMasker
 from deskgen.services.generator.request import derive_seed
 from deskgen.services.generator.stage import Components, GeneratorStage
+from support.blobs import MemoryBlobs
 
 CPU = Placement.pick("cpu")
 
@@ -22,13 +23,24 @@ def _event(job_id="job-1", request=None, captioning=None):
     return Event(kind="captioned", id=f"{job_id}-c", source="test", time="2026-11-25T12:00:01Z", data=data)
 
 
+def _blobs(event, size=(64, 64)):
+    """The job's photo: restyle reads its size when the request names none."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 120, 150)).save(buffer, "PNG")
+    return MemoryBlobs({event.data["image_key"]: buffer.getvalue()})
+
+
+def _handle(stage, event, size=(64, 64)):
+    return stage.handle(event, _blobs(event, size))
+
+
 @pytest.fixture
 def stage(tiny_model, tiny_settings):
     return GeneratorStage(Components(tiny_model, DeviceMasker("", grow=0.02, placement=CPU)), tiny_settings)
 
 
 def test_handle_returns_a_png_of_the_requested_size_under_the_generated_key(stage):
-    outcome = stage.handle(_event(request={"width": 96, "height": 64, "preset": "mix"}), blobs=None)
+    outcome = _handle(stage, _event(request={"width": 96, "height": 64, "preset": "mix"}))
     assert isinstance(outcome, Emit)
     (blob,) = outcome.blobs
     assert blob.key == "generated/job-1/mix.png" and blob.content_type == "image/png"
@@ -45,26 +57,26 @@ def test_handle_returns_a_png_of_the_requested_size_under_the_generated_key(stag
 
 
 def test_a_replayed_job_regenerates_the_same_png_bytes(stage):
-    first = stage.handle(_event("job-7"), blobs=None).blobs[0]
-    stage.handle(_event("job-8", request={"preset": "dalle_only", "scheduler": "euler_a"}), blobs=None)
-    again = stage.handle(_event("job-7"), blobs=None).blobs[0]
+    first = _handle(stage, _event("job-7")).blobs[0]
+    _handle(stage, _event("job-8", request={"preset": "dalle_only", "scheduler": "euler_a"}))
+    again = _handle(stage, _event("job-7")).blobs[0]
     assert (first.key, first.data) == (again.key, again.data)
     assert first.key == "generated/job-7/basic.png"
 
 
 def test_the_captioner_preset_is_used_when_the_request_names_none(stage):
-    assert stage.handle(_event(), blobs=None).section["preset"] == "basic"
+    assert _handle(stage, _event()).section["preset"] == "basic"
 
 
 def test_bad_options_are_rejected_before_generating(stage, tiny_model):
     with pytest.raises(InvalidInputError) as caught:
-        stage.handle(_event(request={"steps": 500}), blobs=None)
+        _handle(stage, _event(request={"steps": 500}))
     assert caught.value.reason == "options_out_of_bounds" and "steps" in caught.value.detail
 
 
 def test_a_missing_caption_fails_the_job(stage):
     with pytest.raises(InvalidInputError) as caught:
-        stage.handle(_event(captioning={}), blobs=None)
+        _handle(stage, _event(captioning={}))
     assert (caught.value.reason, caught.value.status) == ("caption_missing", "failed")
 
 
