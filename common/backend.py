@@ -108,7 +108,7 @@ class Backend:
         once the broker has the event, else call ``flush`` later. Returns the job id.
 
         Raises:
-            InvalidInputError: the photo is not jpg, png or webp, or the request breaks the schema (the
+            InvalidInputError: the photo is not jpg, png, webp, heic/heif or avif, or the request breaks the schema (the
                 stages check size and content: a bad photo ends as a ``rejected`` result).
             TransientError: S3 or the broker did not take it (nothing is half-done: retry with the same job id).
         """

@@ -19,7 +19,8 @@ GENERATED = "generated"
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,511}$")
 _NAME = re.compile(r"^[a-z0-9_]{1,32}$")
-_EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
+_EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp", "heic": "heic", "heif": "heif",
+               "avif": "avif"}
 
 
 def check_job_id(job_id: str) -> str:
@@ -43,7 +44,7 @@ def upload_key(job_id: str, extension: str) -> str:
     """``uploads/<job>/original.<ext>`` for a photo the backend stores."""
     ext = _EXTENSIONS.get(extension.lower().lstrip("."))
     if ext is None:
-        raise InvalidInputError("image_format_not_allowed", f"extension {extension!r} is not jpg, png or webp")
+        raise InvalidInputError("image_format_not_allowed", f"extension {extension!r} is not one of {', '.join(sorted(set(_EXTENSIONS.values())))}")
     return f"{UPLOADS}/{check_job_id(job_id)}/original.{ext}"
 
 

@@ -8,7 +8,6 @@ import base64
 import dataclasses
 import io
 import json
-import mimetypes
 import os
 import re
 import subprocess
@@ -25,7 +24,7 @@ from pydantic import SecretStr
 
 import processes
 from deskgen.common import events, topology
-from deskgen.common.backend import Backend, BackendSettings, sniff_format
+from deskgen.common.backend import Backend, BackendSettings, sniff_format, upload_content_type
 from deskgen.common.kafka import make_admin, make_producer, make_reader
 from deskgen.common.keys import upload_key
 
@@ -47,11 +46,6 @@ def photo_bytes(color=(40, 160, 60), size=(96, 64), fmt="JPEG") -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, fmt)
     return buffer.getvalue()
-
-
-def content_type(photo: bytes, ext: str) -> str:
-    """The photo's MIME type, from its bytes; a file that is no image keeps its name's (``ext``)."""
-    return mimetypes.guess_type(f"photo.{sniff_format(photo) or ext}")[0] or "application/octet-stream"
 
 
 @dataclasses.dataclass
@@ -171,12 +165,12 @@ class Pipeline:
         ``ext``: the file name's extension, by default the photo's format (``jpg`` for a file that is none)."""
         photo = photo if photo is not None else photo_bytes()
         ext = ext or sniff_format(photo) or "jpg"
-        return self.backend.submit(photo, request=request, filename=f"photo.{ext}", content_type=content_type(photo, ext))
+        return self.backend.submit(photo, request=request, filename=f"photo.{ext}")
 
     def upload(self, photo: bytes, job_id: str, *, ext: str = "jpg") -> str:
         """Store a job's photo under its upload key, as the backend does before publishing; returns the key."""
         key = upload_key(job_id, ext)
-        self.store.put(key, photo, content_type(photo, ext))
+        self.store.put(key, photo, upload_content_type(photo, f"photo.{ext}"))
         return key
 
     def publish(self, kind: str, data: dict) -> None:

@@ -10,7 +10,7 @@ from minio import Minio
 from PIL import Image
 
 import localstack
-from support.pipeline import photo_bytes
+from support.hostile_images import GREEN, encode
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +30,10 @@ def _stored(pipeline, job_id: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("fmt, ext, content_type", [("PNG", "png", "image/png"), ("WEBP", "webp", "image/webp"),
-                                                    ("JPEG", "jpg", "image/jpeg")])
+                                                    ("JPEG", "jpg", "image/jpeg"), ("HEIF", "heic", "image/heic"),
+                                                    ("AVIF", "avif", "image/avif")])
 def test_submit_stores_the_photo_under_its_own_format(topics, fmt, ext, content_type):
-    job = topics.submit(photo_bytes(fmt=fmt))
+    job = topics.submit(encode(Image.new("RGB", (96, 64), GREEN), fmt))
 
     assert _stored(topics, job) == (f"uploads/{job}/original.{ext}", content_type)
 

@@ -1,5 +1,5 @@
 """The backend kit stores each upload under the MIME type of what it is — HEIC and AVIF included — read
-from its bytes (no broker or S3 here: a recording store stands in, and nothing is published)."""
+from its bytes (no broker or S3 here; tests/integration/test_stack_pipeline.py stores them on the real S3 server)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from deskgen.common import backend
-from deskgen.common.settings import KafkaSettings, RuntimeSettings, S3Settings
 from support.hostile_images import GREEN, encode
 
 _PHOTOS = {fmt: encode(Image.new("RGB", (40, 30), GREEN), fmt) for fmt in ("JPEG", "PNG", "WEBP", "HEIF", "AVIF")}
@@ -30,24 +29,3 @@ def test_bytes_that_are_no_image_keep_their_names_content_type():
 def test_a_generic_heif_brand_is_image_heif():
     generic = b"\0\0\0\x18ftypmif1\0\0\0\0mif1miaf"
     assert (backend.sniff_format(generic), backend.upload_content_type(generic)) == ("heif", "image/heif")
-
-
-class _RecordingStore:
-    def __init__(self, settings):
-        self.puts: list[tuple[str, str]] = []
-
-    def put(self, key, data, content_type="application/octet-stream"):
-        self.puts.append((key, content_type))
-
-
-_KEYS_TAKE_NO_HEIC_YET = pytest.mark.xfail(strict=True, reason="common/keys.upload_key takes only jpg, png and webp")
-
-
-@pytest.mark.parametrize("fmt, ext, mime", [pytest.param(*case, marks=_KEYS_TAKE_NO_HEIC_YET)
-                                            if case[1] in ("heic", "avif") else case for case in _EXPECTED])
-def test_submit_stores_the_photo_under_its_content_type(monkeypatch, fmt, ext, mime):
-    monkeypatch.setattr(backend, "ObjectStore", _RecordingStore)
-    kit = backend.Backend(backend.BackendSettings(KafkaSettings(), RuntimeSettings(), S3Settings()))
-    monkeypatch.setattr(kit, "publish", lambda record, wait=True: None)
-    kit.submit(_PHOTOS[fmt], job_id="job-1")
-    assert kit.store.puts == [(f"uploads/job-1/original.{ext}", mime)]
