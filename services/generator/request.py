@@ -7,8 +7,9 @@ naming the field and its bound) otherwise. The mode is decided here and nowhere 
 Preset: ``request.preset``, else the captioner's ``captioning.preset``, else the configured default.
 Steps, guidance, size, scheduler, strength and seed come from the request within the configured bounds,
 else from the settings. A request that names no size gets its photo's aspect bucket (``sized_for``), never
-a fixed default; naming one side takes the other from the settings. Without a requested seed the seed is derived from the job id, so a replayed job
-regenerates the same image. ``fast`` adds the few-step LoRA: its scheduler, CFG off, ``fast_steps``.
+a fixed default; naming one side takes the other from the settings. Without a requested seed the seed is
+derived from the job id, so a replayed job regenerates the same image. ``fast`` adds the few-step LoRA: its
+scheduler, CFG off, ``fast_steps``.
 """
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ class GeneratorStage(Stage):
         found = detector.detect(photo, self.settings.keep_categories)
         fitted, crop = fit(photo, (request.options.width, request.options.height))
         # Found on the whole photo; kept where they fall inside the crop, in the output's coordinates.
-        devices = [replace(hit, box=box, centre=point_into_crop(hit.centre, crop)) for hits in found.values() for hit in hits
+        devices = [replace(hit, box=box, centre=point_into_crop(hit.centre, crop))
+                   for hits in found.values() for hit in hits
                    if (box := into_crop(hit.box, crop)) is not None]
         if not devices:
             return None, "no_devices_found"

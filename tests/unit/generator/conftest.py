@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
 import torch
 
+from deskgen.common.events import Event
+
 from deskgen.services.generator.devweights import FAST_LORA, build_dev
 from deskgen.services.generator.components import Placement
 from deskgen.services.generator.model import FastLora, GenerationOptions, GeneratorModel
 from deskgen.services.generator.settings import GeneratorSettings
+from support.blobs import MemoryBlobs
 
 ADAPTERS = ("dalle", "ott", "3d")
 CPU = Placement.pick("cpu")
@@ -48,6 +52,31 @@ def tiny_settings():
 @pytest.fixture
 def tiny_options():
     return GenerationOptions(steps=2, guidance=5.0, width=64, height=64, scheduler="default", seed=7)
+
+
+@pytest.fixture
+def captioned():
+    """(job id, request) → the captioned event the generator consumes; its photo is at uploads/<job>/original.png."""
+    return _captioned
+
+
+@pytest.fixture
+def photo_blobs():
+    """(job id, photo) → Blobs holding the photo as the job's upload (PNG)."""
+    return _photo_blobs
+
+
+def _captioned(job: str, request: dict) -> Event:
+    data = {"job_id": job, "image_key": f"uploads/{job}/original.png", "uploaded_at": "2026-11-25T12:00:00Z",
+            "request": request, "timeline": {},
+            "captioning": {"prompt": "a desk", "negative_prompt": "", "preset": "basic", "concept": "BASIC"}}
+    return Event(kind="captioned", id=f"{job}-c", source="test", time="2026-11-25T12:00:01Z", data=data)
+
+
+def _photo_blobs(job: str, photo) -> MemoryBlobs:
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    return MemoryBlobs({f"uploads/{job}/original.png": buffer.getvalue()})
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from deskgen.common.events import Event
 from deskgen.services.generator.components import Placement
 from deskgen.services.generator.geometry import crop_pixels, fit
 from deskgen.services.generator.locate import Detection
@@ -63,19 +62,6 @@ def _axis_ratio(image: Image.Image, region: np.ndarray) -> float:
     return float(np.sqrt(var_x / var_y))
 
 
-def _captioned(job, request):
-    data = {"job_id": job, "image_key": f"uploads/{job}/original.png", "uploaded_at": "2026-11-25T12:00:00Z",
-            "request": request, "timeline": {},
-            "captioning": {"prompt": "a desk", "negative_prompt": "", "preset": "basic", "concept": "BASIC"}}
-    return Event(kind="captioned", id=f"{job}-c", source="test", time="2026-11-25T12:00:01Z", data=data)
-
-
-def _blobs(event, photo):
-    buffer = io.BytesIO()
-    photo.save(buffer, "PNG")
-    return MemoryBlobs({event.data["image_key"]: buffer.getvalue()})
-
-
 @pytest.fixture
 def stage(tiny_model, tiny_settings):
     masker = DeviceMasker("", grow=0.02, placement=CPU)
@@ -84,13 +70,14 @@ def stage(tiny_model, tiny_settings):
 
 @pytest.mark.parametrize("size", [None, (64, 64), (96, 40)], ids=["bucket", "square", "wide"])
 @pytest.mark.parametrize("aspect", list(PHOTOS))
-def test_the_kept_circle_stays_round_and_its_pixels_are_the_photo_scaled_uniformly(stage, aspect, size):
+def test_the_kept_circle_stays_round_and_its_pixels_are_the_photo_scaled_uniformly(stage, captioned, photo_blobs,
+                                                                                   aspect, size):
     photo_size, bucket = PHOTOS[aspect]
     photo = _circle_photo(photo_size)
     request = {"mode": "keep_devices", "fast": True} | ({"width": size[0], "height": size[1]} if size else {})
-    event = _captioned(f"job-{aspect.replace(':', 'x')}", request)
+    job = f"job-{aspect.replace(':', 'x')}"
 
-    outcome = stage.handle(event, _blobs(event, photo))
+    outcome = stage.handle(captioned(job, request), photo_blobs(job, photo))
 
     section = outcome.section
     output = (section["width"], section["height"])
@@ -123,12 +110,12 @@ class HeaderOnlyBlobs(MemoryBlobs):
 
 
 @pytest.mark.parametrize("aspect", list(PHOTOS))
-def test_a_restyle_with_no_size_takes_the_bucket_nearest_the_photo_reading_only_its_header(stage, aspect):
+def test_a_restyle_with_no_size_takes_the_bucket_nearest_the_photo_reading_only_its_header(stage, captioned,
+                                                                                           photo_blobs, aspect):
     photo_size, bucket = PHOTOS[aspect]
-    event = _captioned("job-restyle", {})
-    blobs = HeaderOnlyBlobs(_blobs(event, _circle_photo(photo_size)).objects)
+    blobs = HeaderOnlyBlobs(photo_blobs("job-restyle", _circle_photo(photo_size)).objects)
 
-    outcome = stage.handle(event, blobs)
+    outcome = stage.handle(captioned("job-restyle", {}), blobs)
 
     assert (outcome.section["width"], outcome.section["height"]) == bucket and "crop" not in outcome.section
     assert Image.open(io.BytesIO(outcome.blobs[0].data)).size == bucket

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from deskgen.common.errors import FatalError
-from deskgen.common.events import Event, validate
+from deskgen.common.events import validate
 from deskgen.services.generator.components import Placement
 from deskgen.services.generator.devweights import FAST_LORA, INPAINT_UNET_DIR, SAM_DIR
 from deskgen.services.generator.geometry import fit
@@ -17,7 +17,6 @@ from deskgen.services.generator.model import FastLora, GenerationOptions, Genera
 from deskgen.services.generator.request import parse_request
 from deskgen.services.generator.stage import Components, GeneratorStage, KeptDevices
 from samples import draw_desk
-from support.blobs import MemoryBlobs
 
 CPU = Placement.pick("cpu")
 
@@ -125,26 +124,14 @@ def _components(model, detector=None):
     return Components(model, DeviceMasker("", grow=0.02, placement=CPU), detector)
 
 
-def _captioned(job, request):
-    data = {"job_id": job, "image_key": f"uploads/{job}/original.png", "uploaded_at": "2026-11-25T12:00:00Z",
-            "request": request, "timeline": {},
-            "captioning": {"prompt": "a desk", "negative_prompt": "", "preset": "basic", "concept": "BASIC"}}
-    return Event(kind="captioned", id=f"{job}-c", source="test", time="2026-11-25T12:00:01Z", data=data)
-
-
-def _blobs(job, photo):
-    buffer = io.BytesIO()
-    photo.save(buffer, "PNG")
-    return MemoryBlobs({f"uploads/{job}/original.png": buffer.getvalue()})
-
-
 @pytest.mark.realweights
-def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(tiny_model, tiny_settings, cam):
+def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(tiny_model, tiny_settings, cam,
+                                                                               captioned, photo_blobs):
     stage = GeneratorStage(_components(tiny_model, cam), tiny_settings)
     photo = draw_desk(seed=0, size=(320, 240))
 
-    outcome = stage.handle(_captioned("job-keep", {"mode": "keep_devices", "width": 96, "height": 64, "fast": True}),
-                           _blobs("job-keep", photo))
+    outcome = stage.handle(captioned("job-keep", {"mode": "keep_devices", "width": 96, "height": 64, "fast": True}),
+                           photo_blobs("job-keep", photo))
 
     image_blob, mask_blob = outcome.blobs
     assert (image_blob.key, mask_blob.key) == ("generated/job-keep/basic.png", "generated/job-keep/keep-mask.png")
@@ -164,21 +151,21 @@ def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(t
 
 @pytest.mark.realweights
 @pytest.mark.parametrize("with_detector, reason", [(True, "no_devices_found"), (False, "no_device_detector")])
-def test_keep_devices_without_devices_falls_back_to_restyle_and_says_why(tiny_model, tiny_settings, cam,
-                                                                         with_detector, reason):
+def test_keep_devices_without_devices_falls_back_to_restyle_and_says_why(tiny_model, tiny_settings, cam, captioned,
+                                                                         photo_blobs, with_detector, reason):
     stage = GeneratorStage(_components(tiny_model, cam if with_detector else None), tiny_settings)
 
-    outcome = stage.handle(_captioned("job-none", {"mode": "keep_devices"}), _blobs("job-none", _photo()))
+    outcome = stage.handle(captioned("job-none", {"mode": "keep_devices"}), photo_blobs("job-none", _photo()))
 
     assert (outcome.section["mode"], outcome.section["fallback"]) == ("restyle", reason)
     assert [blob.key for blob in outcome.blobs] == ["generated/job-none/basic.png"]
     assert "mask_key" not in outcome.section
 
 
-def test_fast_changes_the_image_and_reports_its_scheduler(tiny_model, tiny_settings):
+def test_fast_changes_the_image_and_reports_its_scheduler(tiny_model, tiny_settings, captioned, photo_blobs):
     stage = GeneratorStage(_components(tiny_model), tiny_settings)
-    plain = stage.handle(_captioned("job-f", {}), _blobs("job-f", _photo()))
-    fast = stage.handle(_captioned("job-f", {"fast": True}), _blobs("job-f", _photo()))
+    plain = stage.handle(captioned("job-f", {}), photo_blobs("job-f", _photo()))
+    fast = stage.handle(captioned("job-f", {"fast": True}), photo_blobs("job-f", _photo()))
     assert (fast.section["fast"], fast.section["steps"], fast.section["guidance"], fast.section["scheduler"]) == (
         True, 2, 0.0, "lcm")
     assert plain.section["mode"] == "restyle" and plain.section["fast"] is False
@@ -186,9 +173,9 @@ def test_fast_changes_the_image_and_reports_its_scheduler(tiny_model, tiny_setti
 
 
 @pytest.mark.realweights
-def test_the_kept_devices_are_typed_and_sized_to_the_output(tiny_model, tiny_settings, cam):
+def test_the_kept_devices_are_typed_and_sized_to_the_output(tiny_model, tiny_settings, cam, captioned):
     stage = GeneratorStage(_components(tiny_model, cam), tiny_settings)
-    event = _captioned("job-typed", {"mode": "keep_devices", "width": 96, "height": 64})
+    event = captioned("job-typed", {"mode": "keep_devices", "width": 96, "height": 64})
     request = parse_request(event.data, tiny_settings, tiny_model.presets, event.job_id)
 
     kept, fallback = stage._kept_devices(draw_desk(seed=0, size=(320, 240)), request)
