@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from deskgen.common import events
+from deskgen.services.generator.geometry import fit
 from samples import draw_desk
 from support.pipeline import photo_bytes
 
@@ -115,5 +116,6 @@ def test_generator_stores_a_png_of_the_requested_size_and_keeps_the_users_device
     assert "monitor" in [device["label"] for device in output["kept_devices"]]
     image = np.asarray(Image.open(io.BytesIO(pipeline.store.get(output["image_key"]))).convert("RGB"))
     keep = np.asarray(Image.open(io.BytesIO(pipeline.store.get(output["mask_key"])))) == 255
-    original = np.asarray(photo.resize((96, 64), Image.Resampling.LANCZOS))
+    original = np.asarray(fit(photo, (96, 64))[0])  # cropped to 3:2, centred, then scaled uniformly
     assert keep.any() and np.array_equal(image[keep], original[keep])
+    assert output["crop"] == pytest.approx([0.0, 1 / 18, 1.0, 17 / 18], abs=1e-3)  # the 4:3 photo's middle 3:2
