@@ -104,18 +104,19 @@ class TableFeed:
         """
         consumer = make_reader(self._kafka, **{"enable.partition.eof": True, "fetch.wait.max.ms": 100})
         try:
-            metadata = consumer.list_topics(self.topic, timeout=30)
-        except KafkaException as exc:
+            topic = consumer.list_topics(self.topic, timeout=30).topics.get(self.topic)
+            if topic is None or topic.error is not None or not topic.partitions:
+                raise FatalError(f"{self.table.name} topic {self.topic} does not exist: run `deskgen topics create`")
+            partitions = sorted(topic.partitions)
+            # The end offsets at start; a partition is caught up at or past its own, or at its end (EOF).
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)[1] for p in partitions}
+        except KafkaException as exc:  # e.g. the broker is restarting: one line, exit 2, and a restart retries
             consumer.close()
             raise FatalError(f"cannot read the {self.table.name} topic {self.topic}: {exc}; "
                              "check DESKGEN_KAFKA_BOOTSTRAP_SERVERS") from None
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
+        except FatalError:
             consumer.close()
-            raise FatalError(f"{self.table.name} topic {self.topic} does not exist: run `deskgen topics create`")
-        partitions = sorted(topic.partitions)
-        # The end offsets at start; a partition is caught up at or past its own, or at its end (EOF).
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30)[1] for p in partitions}
+            raise
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
         log.info("%s: replaying table %s (%s) up to %s", self._stage, self.table.name, self.topic, ends)
         self._thread = threading.Thread(target=self._follow, args=(consumer, ends), name=f"table-{self.table.name}",
