@@ -96,9 +96,13 @@ class Daemon:
         return None
 
     def spawn(self, argv: list[str], log_path: Path) -> int:
-        """Start it detached and record its PID."""
+        """Start it detached and record its PID; returns once its command line shows (the kernel publishes
+        the new arguments a moment after exec returns), so ``pid()`` finds it at once."""
         child = spawn(argv, log_path, cwd=self.owner, detach=True)
         self.pid_file.write_text(f"{child.pid}\n")
+        deadline = time.monotonic() + 5
+        while alive(child.pid) and not self._is_ours(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return child.pid
 
     def _is_ours(self, pid: int) -> bool:
