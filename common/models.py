@@ -5,6 +5,7 @@ Schemes:
   ``pkg://<package>/<path>``            a file or folder shipped inside an installed Python package
   ``s3://<bucket>/<prefix>``            every object under the prefix, downloaded into the cache
   ``hf://<org>/<name>[@<revision>]``    a Hugging Face Hub snapshot, downloaded into the cache
+  ``hf://<org>/<name>[@<revision>]/<file>``  one file of a Hub repo (e.g. one LoRA of several), downloaded alone
 
 A model's identity (``ModelCard``: name, version, uri, real or dev-random weights) is also decided here,
 for every stage: dev weights carry ``DEV_MARKER`` in their folder, and every output says so.
@@ -29,8 +30,8 @@ from urllib.parse import urlparse
 from .errors import FatalError
 from .settings import RuntimeSettings, S3Settings, load
 
-__all__ = ["ModelSources", "ModelCard", "DEV_MARKER", "DEV_WEIGHTS", "resolve", "identify", "mark_dev_weights",
-           "dev_models_dir"]
+__all__ = ["ModelSources", "ModelCard", "HubRef", "DEV_MARKER", "DEV_WEIGHTS", "resolve", "identify",
+           "mark_dev_weights", "dev_models_dir", "hub_ref"]
 
 _MANIFEST = ".deskgen-manifest.json"
 DEV_MARKER = "deskgen-dev-weights.json"
@@ -51,6 +52,25 @@ class ModelSources:
     @classmethod
     def load(cls) -> "ModelSources":
         return cls(load(RuntimeSettings).model_cache, load(S3Settings))
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """What an ``hf://`` URI names: a repo at a revision (None: the default branch), and one file in it or all."""
+
+    repo_id: str
+    revision: str | None = None
+    filename: str | None = None
+
+
+def hub_ref(uri: str) -> HubRef:
+    """``hf://<org>/<name>[@<revision>][/<file>]`` parsed; FatalError when it names no ``org/name``."""
+    org, _, rest = uri.removeprefix("hf://").partition("/")
+    name, _, filename = rest.partition("/")
+    name, _, revision = name.partition("@")
+    if not org or not name:
+        raise FatalError(f"model {uri!r}: an hf:// URI is hf://<org>/<name>[@<revision>][/<file>]")
+    return HubRef(f"{org}/{name}", revision or None, filename.strip("/") or None)
 
 
 @dataclass(frozen=True)
@@ -77,13 +97,19 @@ def identify(uri: str, path: Path, *, name: str = "", version: str = "") -> Mode
             ``dev-random-<size>-seed<seed>`` for dev weights, else ``unpinned``.
     """
     parsed = urlparse(uri)
-    repo, _, revision = (parsed.netloc + parsed.path).rstrip("/").partition("@")
+    if parsed.scheme == "hf":
+        ref = hub_ref(uri)
+        default_name = ref.repo_id + (f"/{ref.filename}" if ref.filename else "")
+        revision = ref.revision or ""
+    else:
+        repo, _, revision = (parsed.netloc + parsed.path).rstrip("/").partition("@")
+        default_name = repo.rsplit("/", 1)[-1]
     dev = _dev_facts(path)
     if not version:
         version = revision or (f"{DEV_WEIGHTS}-{dev.get('size', '?')}-seed{dev.get('seed', 0)}" if dev is not None
                                else "unpinned")
-    return ModelCard(name=name or (repo if parsed.scheme == "hf" else repo.rsplit("/", 1)[-1]), version=version,
-                     uri=uri, weights=DEV_WEIGHTS if dev is not None else "real")
+    return ModelCard(name=name or default_name, version=version, uri=uri,
+                     weights=DEV_WEIGHTS if dev is not None else "real")
 
 
 def mark_dev_weights(out: Path, **facts: object) -> None:
@@ -120,7 +146,7 @@ def resolve(uri: str, sources: ModelSources = ModelSources()) -> Path:
         return _from_s3(sources.s3, parsed.netloc, parsed.path.lstrip("/"),
                         cache / "s3" / parsed.netloc / parsed.path.lstrip("/"))
     if parsed.scheme == "hf":
-        return _from_hub(parsed.netloc + parsed.path, cache / "hf")
+        return _from_hub(uri, cache / "hf")
     if parsed.scheme == "" and uri:
         return _existing(Path(uri), uri)
     raise FatalError(f"unsupported model URI {uri!r}: use file://, pkg://, s3:// or hf://")
@@ -139,16 +165,19 @@ def _from_package(package: str, relative: str, uri: str) -> Path:
     return _existing(Path(next(iter(spec.submodule_search_locations))) / relative, uri)
 
 
-def _from_hub(repo: str, cache: Path) -> Path:
-    repo_id, _, revision = repo.partition("@")
+def _from_hub(uri: str, cache: Path) -> Path:
+    """The snapshot of a repo, or only the one file the URI names (huggingface_hub checks and caches it)."""
+    ref = hub_ref(uri)
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import hf_hub_download, snapshot_download
 
-        return Path(snapshot_download(repo_id, revision=revision or None, cache_dir=cache))
+        if ref.filename:
+            return Path(hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision, cache_dir=cache))
+        return Path(snapshot_download(ref.repo_id, revision=ref.revision, cache_dir=cache))
     except Exception as exc:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1 and it is not cached)" if offline else ""
-        raise FatalError(f"cannot fetch hf://{repo}{hint}: {type(exc).__name__}: {exc}. "
+        raise FatalError(f"cannot fetch {uri}{hint}: {type(exc).__name__}: {exc}. "
                          "Point the model setting at file:// or s3:// weights, or build dev weights "
                          "with `deskgen models build-dev`.") from None
 
