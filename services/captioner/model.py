@@ -1,4 +1,4 @@
-"""BLIP captioning: one image, several conditional prompts, one vision pass, one batched ``generate``.
+"""BLIP captioning: photos × conditional prompts, one vision pass, one batched ``generate``.
 
 ``BlipForConditionalGeneration.generate`` encodes the image once per sequence and expects every
 prompt in a batch to have the same length (it overwrites column 0 with the bos token and drops the
@@ -42,6 +42,7 @@ class Caption:
 class CaptionResult:
     captions: list[Caption]
     timings: dict[str, float]
+    batch_size: int = 1  # photos captioned together
 
 
 class BlipCaptioner:
@@ -154,14 +155,16 @@ class BlipCaptioner:
 
     @torch.inference_mode()
     def generate(self, image_embeds: torch.Tensor) -> torch.Tensor:
-        """Every prompt in one batched ``generate``; one image's embeddings (1, …) are shared by all rows."""
+        """Every prompt of every image in one batched ``generate``: rows are image-major (image 0's prompts,
+        then image 1's, …); each image's embeddings are shared by its prompts' rows."""
         config = self.model.config.text_config
-        if image_embeds.shape[0] == 1:
-            image_embeds = image_embeds.expand(len(self.prompts), -1, -1)
+        photos, prompts = image_embeds.shape[0], len(self.prompts)
+        image_embeds = (image_embeds.expand(prompts, -1, -1) if photos == 1 else
+                        image_embeds.repeat_interleave(prompts, dim=0))
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
         return self.model.text_decoder.generate(
-            input_ids=self._prompt_ids,
-            attention_mask=self._prompt_mask,
+            input_ids=self._prompt_ids.repeat(photos, 1),
+            attention_mask=self._prompt_mask.repeat(photos, 1),
             encoder_hidden_states=image_embeds,
             encoder_attention_mask=image_mask,
             eos_token_id=config.sep_token_id,
@@ -174,10 +177,19 @@ class BlipCaptioner:
 
     def caption(self, image: Image.Image) -> CaptionResult:
         """Caption ``image`` with every prompt; texts are decoded as BLIP does (prompt echoed)."""
+        return self.caption_many([image])[0]
+
+    def caption_many(self, images: list[Image.Image]) -> list[CaptionResult]:
+        """Caption several photos in one vision pass and one batched ``generate`` (photos × prompts rows).
+
+        Each result's timings are the whole batch's (what its job waited for).
+        """
         if not self.loaded:
             raise RuntimeError("call load() first")
+        if not images:
+            return []
         started = time.perf_counter()
-        pixels = self.pixel_values(image)
+        pixels = torch.cat([self.pixel_values(image) for image in images])
         prepared = time.perf_counter()
         image_embeds = self.encode_image(pixels)
         encoded = time.perf_counter()
@@ -185,16 +197,17 @@ class BlipCaptioner:
         generated = time.perf_counter()
         texts = self.decode(sequences)
         decoded = time.perf_counter()
-        return CaptionResult(
-            captions=[Caption(p, t) for p, t in zip(self.prompts, texts)],
-            timings={
-                "preprocess_ms": (prepared - started) * 1000,
-                "vision_ms": (encoded - prepared) * 1000,
-                "generate_ms": (generated - encoded) * 1000,
-                "inference_ms": (generated - prepared) * 1000,
-                "decode_ms": (decoded - generated) * 1000,
-            },
-        )
+        timings = {
+            "preprocess_ms": (prepared - started) * 1000,
+            "vision_ms": (encoded - prepared) * 1000,
+            "generate_ms": (generated - encoded) * 1000,
+            "inference_ms": (generated - prepared) * 1000,
+            "decode_ms": (decoded - generated) * 1000,
+        }
+        rows = len(self.prompts)
+        return [CaptionResult(captions=[Caption(p, t) for p, t in zip(self.prompts, texts[i * rows:(i + 1) * rows])],
+                              timings=dict(timings), batch_size=len(images))
+                for i in range(len(images))]
 
     def decode(self, sequences: torch.Tensor) -> list[str]:
         """Token ids → text, without bos/pad/sep, whatever the tokenizer marks as special."""

@@ -31,6 +31,9 @@ class CaptionerSettings(StageSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = Field(
         "auto", description="auto = fp16 on a GPU; on a CPU bf16 where native (AVX-512 BF16, AMX), else int8 "
                             "(dynamic per-channel quantisation of the Linear layers). Or fp32 anywhere.")
+    batch_max: int = Field(4, ge=1, le=16, description="Most waiting photos captioned together (one vision pass, "
+                           "one generate of photos × prompts rows, one transaction); also the runtime's default "
+                           "batch size for this stage.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where BLIP runs; auto = cuda when present.")
     catalogue: bool = Field(True, description="Recommend products from the catalogue topic (<prefix>products); "
                                               "the captioner is ready once it has replayed the topic.")

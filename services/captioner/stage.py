@@ -6,7 +6,7 @@ from deskgen.common.events import Event
 from deskgen.common.models import ModelSources
 from deskgen.common.stage import Blobs, Emit, Stage
 from deskgen.services.captioner.keywords import extract_keywords
-from deskgen.services.captioner.model import BlipCaptioner
+from deskgen.services.captioner.model import BlipCaptioner, CaptionResult
 from deskgen.services.captioner.prompts import ConceptBook, build_prompt, concept_book, select_concept
 from deskgen.services.captioner.recommend import Recommender, build_recommender, products_phrase
 from deskgen.services.captioner.settings import CaptionerSettings
@@ -22,7 +22,8 @@ def build_captioner(settings: CaptionerSettings) -> BlipCaptioner:
 
 
 def build_stage(settings: CaptionerSettings) -> CaptionerStage:
-    return CaptionerStage(build_captioner(settings), recommender=build_recommender(settings))
+    return CaptionerStage(build_captioner(settings), recommender=build_recommender(settings),
+                          batch_max=settings.batch_max)
 
 
 class CaptionerStage(Stage):
@@ -38,8 +39,9 @@ class CaptionerStage(Stage):
     name = "captioner"
 
     def __init__(self, captioner: BlipCaptioner, concepts: ConceptBook | None = None,
-                 recommender: Recommender | None = None):
+                 recommender: Recommender | None = None, batch_max: int = 1):
         self.captioner = captioner
+        self.batch_max = batch_max
         self.concepts = concepts or concept_book()
         self.recommender = recommender
         self.tables = (recommender.catalogue,) if recommender is not None else ()
@@ -48,10 +50,32 @@ class CaptionerStage(Stage):
         self.captioner.load()
 
     def handle(self, event: Event, blobs: Blobs) -> Emit:
-        data = event.data
+        outcome = self.handle_batch([event], blobs)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def handle_batch(self, events: list[Event], blobs: Blobs) -> list[Emit | Exception]:
+        """Every event's photo captioned in one batch; a bad request or photo gets its error in its own slot
+        (checked before BLIP runs) and the others are captioned without it."""
+        outcomes: list[Emit | Exception | None] = [None] * len(events)
+        images, slots = [], []
+        for slot, event in enumerate(events):
+            try:
+                select_concept(event.data.get("request") or {}, event.data["uploaded_at"], self.concepts)
+                images.append(blobs.image(event.data["image_key"]))
+                slots.append(slot)
+            except Exception as exc:  # its own outcome (the runtime's policy), not the batch's
+                outcomes[slot] = exc
+        for slot, result in zip(slots, self.captioner.caption_many(images)):
+            try:
+                outcomes[slot] = self._emit(events[slot].data, result)
+            except Exception as exc:
+                outcomes[slot] = exc
+        return [o for o in outcomes if o is not None]  # every slot is filled
+
+    def _emit(self, data: dict, result: CaptionResult) -> Emit:
         request = data.get("request") or {}
-        select_concept(request, data["uploaded_at"], self.concepts)  # a bad request fails before BLIP runs
-        result = self.captioner.caption(blobs.image(data["image_key"]))
         captions = [(c.prompt, c.text) for c in result.captions]
         keywords = extract_keywords(captions)
         shop = {}
@@ -72,5 +96,6 @@ class CaptionerStage(Stage):
             "model": dict(self.captioner.card),
             "weights": self.captioner.weights,
             "timings": {name: round(ms, 2) for name, ms in result.timings.items()},
+            "batch_size": result.batch_size,
             **shop,
         })
