@@ -80,9 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     export.set_defaults(func=_export_onnx)
 
-    train = commands.add_parser("train", help="train a model (see `deskgen train classifier --help`)")
-    train.add_argument("stage", choices=("classifier",))
-    train.set_defaults(func=_delegate("deskgen.services.classifier.train"), passthrough=True)
+    train = commands.add_parser("train", help="train a model (`deskgen train classifier|lora --help`)")
+    trainers = {"classifier": "deskgen.services.classifier.train", "lora": "deskgen.services.generator.train_lora"}
+    train.add_argument("what", choices=tuple(trainers))
+    train.set_defaults(func=lambda args, rest: _delegate(trainers[args.what])(args, rest), passthrough=True)
 
     evaluate = commands.add_parser("eval", help="evaluations (see `deskgen eval presets --help`)")
     evaluate.add_argument("what", choices=("presets",))
