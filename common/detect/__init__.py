@@ -27,7 +27,7 @@ from .boxes import Box, RawDetection, iou, suppress
 from .centernet import CenterNetCoco
 from .ssd import SsdOpenImages
 
-__all__ = ["Detection", "Detector", "ObjectDetector", "DETECTORS", "load_detector", "load_photo", "iou"]
+__all__ = ["Detection", "Detector", "ObjectDetector", "DETECTORS", "load_photo", "iou"]
 
 
 @dataclass(frozen=True)
@@ -61,45 +61,45 @@ DETECTORS: dict[str, type[SsdOpenImages] | type[CenterNetCoco]] = {d.name: d for
 
 
 class ObjectDetector:
-    """Runs ``models`` on a photo and merges what they found, by product category."""
+    """Runs the detectors ``names`` (keys of ``DETECTORS``) from ``folder`` on a photo and merges what they found,
+    by product category. Checked when built, loaded by ``load()``.
 
-    def __init__(self, models: Iterable[Detector], *, min_score: float = 0.3, iou_threshold: float = 0.5):
-        self.models = list(models)
-        self.min_score, self.iou_threshold = min_score, iou_threshold
+    Raises:
+        FatalError: an unknown name (here), a file missing from ``folder`` (in ``load``; ``stack/detectors.sh``
+            fetches them).
+    """
 
-    @property
-    def names(self) -> list[str]:
-        return [m.name for m in self.models]
+    def __init__(self, names: Iterable[str], folder: Path, *, min_score: float = 0.3, iou_threshold: float = 0.5,
+                 max_detections: int = 50, threads: int = 1):
+        self.names, self.folder = list(names), Path(folder)
+        unknown = [n for n in self.names if n not in DETECTORS]
+        if unknown:
+            raise FatalError(f"unknown detector {unknown[0]!r}: choose from {sorted(DETECTORS)}")
+        self.min_score, self.iou_threshold, self.max_detections, self.threads = (min_score, iou_threshold,
+                                                                                 max_detections, threads)
+        self.models: list[Detector] = []
+
+    def load(self) -> None:
+        for name in self.names:
+            missing = [f for f in DETECTORS[name].files if not (self.folder / f).is_file()]
+            if missing:
+                raise FatalError(f"detector {name}: {', '.join(missing)} not in {self.folder} "
+                                 "(run stack/detectors.sh)")
+        self.models = [DETECTORS[name](self.folder, threads=self.threads) for name in self.names]
 
     def detect(self, image: Image.Image) -> list[Detection]:
-        """The product objects on the upright RGB ``image``, highest score first."""
+        """The product objects on the upright RGB ``image``, highest score first (at most ``max_detections``)."""
+        if len(self.models) != len(self.names):
+            raise RuntimeError("ObjectDetector.detect before load()")
         found = [Detection(model.categories[raw.name], raw.score, raw.box, model.name)
                  for model in self.models for raw in model(image, self.min_score) if raw.name in model.categories]
-        return suppress(found, self.iou_threshold, lambda d: d.label)
+        return suppress(found, self.iou_threshold, lambda d: d.label)[:self.max_detections]
 
     def timed(self, image: Image.Image) -> tuple[list[Detection], float]:
         """``detect`` and its duration in milliseconds."""
         started = time.perf_counter()
         found = self.detect(image)
         return found, (time.perf_counter() - started) * 1000
-
-
-def load_detector(names: Iterable[str], folder: Path, *, min_score: float = 0.3, threads: int = 1) -> ObjectDetector:
-    """The detectors ``names`` (keys of ``DETECTORS``) loaded from ``folder``.
-
-    Raises:
-        FatalError: an unknown name, or a file missing from ``folder`` (fetched by ``stack/detectors.sh``).
-    """
-    models: list[Detector] = []
-    for name in names:
-        if name not in DETECTORS:
-            raise FatalError(f"unknown detector {name!r}: choose from {sorted(DETECTORS)}")
-        kind = DETECTORS[name]
-        missing = [f for f in kind.files if not (Path(folder) / f).is_file()]
-        if missing:
-            raise FatalError(f"detector {name}: {', '.join(missing)} not in {folder} (run stack/detectors.sh)")
-        models.append(kind(Path(folder), threads=threads))
-    return ObjectDetector(models, min_score=min_score)
 
 
 def load_photo(source: bytes | Path, side: int = 512) -> Image.Image:

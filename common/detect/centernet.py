@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+# Imported with this package, so a process that also loads the catalogue (usearch) imports onnxruntime first: the
+# other order segfaults onnxruntime's import (usearch 2.26.6, onnxruntime 1.31.1).
+import onnxruntime
 from PIL import Image
 
 from .boxes import RawDetection
@@ -56,8 +59,6 @@ class CenterNetCoco:
                   "potted plant": "plant"}
 
     def __init__(self, folder: Path, threads: int = 1):
-        import onnxruntime
-
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         self._session = onnxruntime.InferenceSession(str(folder / self.files[0]), options,

@@ -4,7 +4,9 @@ Desired objects come from every real signal the job carries:
 - the caption keywords (weight = captions that mention the object, as for the prompt), with the
   caption phrases that named them ("a mechanical keyboard") as the search query;
 - the classifier's ImageNet evidence (real even offline): a label of a category with probability
-  ``evidence_min`` or more adds that probability to the category's weight.
+  ``evidence_min`` or more adds that probability to the category's weight;
+- the object detectors' detections (``common/detect``, real even offline; already named by category): a
+  category seen adds its best detection score to its weight.
 
 Categories are ordered by weight (then name); each gets its best available product (at most
 ``per_category``) by cosine similarity between the query "<category>, <phrases>" and the product's
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from deskgen.common import metrics
 from deskgen.common.catalogue import categories
@@ -51,10 +53,11 @@ class Recommendation:
 
 
 def desires(captions: list[tuple[str, str]], keywords: list[Keyword], evidence: list[dict[str, Any]],
-            *, evidence_min: float = 0.05) -> list[Desire]:
+            detections: Sequence[dict[str, Any]] = (), *, evidence_min: float = 0.05) -> list[Desire]:
     """The categories the job asks for, heaviest first."""
     by_word = {word: c.name for c in categories().values() for word in c.words}
     by_label = {label: c.name for c in categories().values() for label in c.imagenet}
+    by_name = categories()
     weight: dict[str, float] = {}
     words: dict[str, list[str]] = {}
     phrases: dict[str, list[str]] = {}
@@ -75,6 +78,13 @@ def desires(captions: list[tuple[str, str]], keywords: list[Keyword], evidence: 
         if category and entry.get("prob", 0.0) >= evidence_min:
             weight[category] = weight.get(category, 0.0) + float(entry["prob"])
             words.setdefault(category, []).append(f"imagenet:{entry['label']}")
+    best_seen: dict[str, float] = {}
+    for detection in detections:
+        if detection["label"] in by_name:
+            best_seen[detection["label"]] = max(best_seen.get(detection["label"], 0.0), float(detection["score"]))
+    for category, score in best_seen.items():
+        weight[category] = weight.get(category, 0.0) + score
+        words.setdefault(category, []).append(f"detected:{category}")
     order = sorted(weight, key=lambda c: (-weight[c], c))
     return [Desire(c, round(weight[c], 6), tuple(words[c]), tuple(phrases.get(c, ())[:4])) for c in order]
 
@@ -95,16 +105,16 @@ class Recommender:
         self.limit, self.per_category, self.evidence_min = limit, per_category, evidence_min
         metrics.RECOMMEND.labels(catalogue.stage)  # the series exists before the first recommendation
 
-    def recommend(self, captions: list[tuple[str, str]], keywords: list[Keyword],
-                  evidence: list[dict[str, Any]]) -> Recommendation:
+    def recommend(self, captions: list[tuple[str, str]], keywords: list[Keyword], evidence: list[dict[str, Any]],
+                  detections: Sequence[dict[str, Any]] = ()) -> Recommendation:
         started = time.perf_counter()
-        wanted = desires(captions, keywords, evidence, evidence_min=self.evidence_min)
+        wanted = desires(captions, keywords, evidence, detections, evidence_min=self.evidence_min)
         chosen: list[dict[str, Any]] = []
         note = None
         if not self.catalogue.products:
             note = "the catalogue is empty"
         elif not wanted:
-            note = "no desk object recognised in the captions or the classifier's evidence"
+            note = "no desk object recognised in the captions, the classifier's evidence or the detections"
         else:
             queries = self.catalogue.embedder.encode([d.query for d in wanted])
             for desire, query in zip(wanted, queries):

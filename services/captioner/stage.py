@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from PIL import Image
+
+from deskgen.common.detect import ObjectDetector  # first: it imports onnxruntime before recommend's usearch
 from deskgen.common.events import Event
 from deskgen.common.models import ModelSources
 from deskgen.common.stage import Blobs, Emit, Stage
@@ -22,8 +25,10 @@ def build_captioner(settings: CaptionerSettings) -> BlipCaptioner:
 
 
 def build_stage(settings: CaptionerSettings) -> CaptionerStage:
+    detector = (ObjectDetector(settings.detectors, settings.detector_dir, min_score=settings.detect_min_score)
+                if settings.detectors else None)
     return CaptionerStage(build_captioner(settings), recommender=build_recommender(settings),
-                          batch_max=settings.batch_max)
+                          batch_max=settings.batch_max, detector=detector)
 
 
 class CaptionerStage(Stage):
@@ -33,14 +38,16 @@ class CaptionerStage(Stage):
     ``negative_prompt``, ``preset``, ``concept``, ``theme`` (WEEKDAY's day, else null), ``model``
     {name, version, uri}, ``weights`` (``real`` | ``dev-random``), ``timings`` (ms) and, with a
     recommender, ``products`` (``recommend.py``; named in the prompt) and ``products_note`` (why
-    there are none, else null). With a recommender its catalogue is the stage's one table.
+    there are none, else null). With a recommender its catalogue is the stage's one table. With a
+    detector, ``detections`` [{label, score, box, model}] (``common/detect``), also evidence for products.
     """
 
     name = "captioner"
 
     def __init__(self, captioner: BlipCaptioner, concepts: ConceptBook | None = None,
-                 recommender: Recommender | None = None, batch_max: int = 1):
+                 recommender: Recommender | None = None, batch_max: int = 1, detector: ObjectDetector | None = None):
         self.captioner = captioner
+        self.detector = detector
         self.batch_max = batch_max
         self.concepts = concepts or concept_book()
         self.recommender = recommender
@@ -48,6 +55,8 @@ class CaptionerStage(Stage):
 
     def load(self) -> None:
         self.captioner.load()
+        if self.detector is not None:
+            self.detector.load()
 
     def handle(self, event: Event, blobs: Blobs) -> Emit:
         outcome = self.handle_batch([event], blobs)[0]
@@ -67,20 +76,28 @@ class CaptionerStage(Stage):
                 slots.append(slot)
             except Exception as exc:  # its own outcome (the runtime's policy), not the batch's
                 outcomes[slot] = exc
-        for slot, result in zip(slots, self.captioner.caption_many(images)):
+        for slot, image, result in zip(slots, images, self.captioner.caption_many(images)):
             try:
-                outcomes[slot] = self._emit(events[slot].data, result)
+                outcomes[slot] = self._emit(events[slot].data, result, self._detect(image, result))
             except Exception as exc:
                 outcomes[slot] = exc
         return [o for o in outcomes if o is not None]  # every slot is filled
 
-    def _emit(self, data: dict, result: CaptionResult) -> Emit:
+    def _detect(self, image: Image.Image, result: CaptionResult) -> list[dict] | None:
+        """The photo's detections in the event's form (None without a detector); their time in the timings."""
+        if self.detector is None:
+            return None
+        found, result.timings["detect"] = self.detector.timed(image)
+        return [d.as_dict() for d in found]
+
+    def _emit(self, data: dict, result: CaptionResult, detections: list[dict] | None) -> Emit:
         request = data.get("request") or {}
         captions = [(c.prompt, c.text) for c in result.captions]
         keywords = extract_keywords(captions)
         shop = {}
         if self.recommender is not None:
-            picked = self.recommender.recommend(captions, keywords, (data.get("classification") or {}).get("evidence", []))
+            picked = self.recommender.recommend(captions, keywords, (data.get("classification") or {}).get("evidence", []),
+                                                detections or [])
             shop = {"products": picked.products, "products_note": picked.note}
             result.timings["recommend"] = picked.ms
         plan = build_prompt(keywords, request, data["uploaded_at"], self.concepts,
@@ -98,4 +115,5 @@ class CaptionerStage(Stage):
             "timings": {name: round(ms, 2) for name, ms in result.timings.items()},
             "batch_size": result.batch_size,
             **shop,
+            **({"detections": detections} if detections is not None else {}),
         })
