@@ -45,6 +45,7 @@ build_one() {  # image target: one stage of docker/Dockerfile
 build_stages() {
   phase "base image" "$ROOT/k8s/base-image.sh"
   phase "wheels" wheels
+  phase "detectors" env PY="$PY" bash "$ROOT/stack/detectors.sh"  # the captioner image copies them
   local stage image target
   for stage in "${STAGES[@]}"; do
     read -r image target <<< "$stage"
