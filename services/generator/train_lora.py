@@ -84,6 +84,7 @@ class TrainedLora:
     losses: list[float] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # photo → why it was left out
     card: dict = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # load, encode, train, save
 
 
 def collect_examples(folder: Path, bucket_sizes: tuple[Size, ...], *, trigger: str = "",
@@ -163,11 +164,14 @@ def train_lora(job: LoraTraining, sources: ModelSources = ModelSources()) -> Tra
         print(f"skipped {photo}: {why}", flush=True)
     placement = Placement.pick(job.device, job.dtype)
     torch.manual_seed(job.seed)
+    clock = _Clock(report.seconds, placement)
     base_dir = resolve(job.base, sources)
     pipe = StableDiffusionXLPipeline.from_pretrained(base_dir, dtype=placement.dtype, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(placement.device)
+    clock.lap("load")
     cache = _encode(pipe, examples, placement)
+    clock.lap("encode")
     unet = pipe.unet
     unet.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=job.rank, lora_alpha=job.alpha, init_lora_weights="gaussian",
@@ -183,10 +187,26 @@ def train_lora(job: LoraTraining, sources: ModelSources = ModelSources()) -> Tra
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     unet.train()
     report.losses = _loop(job, unet, noise_scheduler, optimizer, params, cache, placement, start, generator)
+    clock.lap("train")
     unet.eval()
     base_card = identify(job.base, base_dir)
     report.card = _save(job, pipe, examples, report, base_card, placement)
+    clock.lap("save")
     return report
+
+
+class _Clock:
+    """Seconds per phase into ``laps`` (CUDA synchronised, so a lap holds its own kernels)."""
+
+    def __init__(self, laps: dict[str, float], placement: Placement):
+        self.laps, self.placement, self.last = laps, placement, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.placement.cuda:
+            torch.cuda.synchronize(self.placement.device)
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
 
 
 def _encode(pipe, examples: list[tuple[Example, Image.Image]], placement: Placement) -> list[dict]:
@@ -400,11 +420,10 @@ def cli(argv: list[str]) -> int:
                        gradient_checkpointing=args.gradient_checkpointing, adam8bit=args.adam8bit,
                        checkpoint_every=args.checkpoint_every, resume=args.resume, trigger=args.trigger,
                        caption_model=args.caption_model, validation_steps=args.validation_steps)
-    started = time.perf_counter()
     report = train_lora(job, ModelSources.load())
     card = report.card
     print(f"adapter {job.name}: {job.out / LORA_FILE} ({card['weights']} base), {len(report.losses)} steps in "
-          f"{time.perf_counter() - started:.1f} s, final loss {card['final_loss']}, "
+          f"{report.seconds['train']:.1f} s, final loss {card['final_loss']}, "
           f"{card['dataset']['photos']} photos ({len(report.skipped)} skipped)")
     if card["weights"] == DEV_WEIGHTS:
         print("dev-random base weights: the adapter proves the pipeline, not a style")
