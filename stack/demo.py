@@ -122,6 +122,9 @@ def _print_results(jobs: list[str], samples, by_job: dict[str, dict], store) -> 
             print(f"    captioner ({captioning.get('weights')} weights: captions are noise): "
                   f"{captioning['captions'][0]['text'][:70]!r}")
             print(f"    prompt: {captioning['prompt'][:110]!r}")
+            if "detections" in captioning:  # real weights (common/detect), even offline
+                seen = ", ".join(f"{d['label']} {d['score']:.2f} [{d['model']}]" for d in captioning["detections"])
+                print(f"    objects found (real detector weights): {seen or 'none'}")
         if result["status"] == "succeeded":
             target = out / f"{path.stem}{'-keep' if keep else ''}.png"
             output = result["output"]
