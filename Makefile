@@ -90,6 +90,7 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) tests/bench/bench_captioner.py
 	$(PY) tests/bench/bench_generator.py
 	$(PY) tests/bench/bench_catalogue.py
+	$(PY) tests/bench/bench_products.py
 	$(PY) tests/bench/soak_generator.py
 
 # ---- Kubernetes (k8s/; root on Debian: stack/system-deps.sh k8s installs the packages) ----

@@ -1,0 +1,136 @@
+"""What the captioner recommends for, on real labelled desk photos: per-category precision and recall, and the CPU
+time per photo, side by side for three evidence sets in one run.
+
+    python tests/bench/bench_products.py [--photos tests/data/desk-photos] [--limit 5] [--min-score 0.3]
+
+Photos and labels: ``provenance.json`` of the photo folder (objects read by eye from each photo, presence only).
+Each photo goes through the service's code: ``load_photo`` (EXIF orientation, JPEG draft), the real
+EfficientNet-Lite0 classifier (its desk decision and its ImageNet evidence), the real object detectors
+(``common/detect``), and the captioner's ``recommend.desires`` with ``--limit`` categories (the captioner's
+``DESKGEN_CAPTIONER_PRODUCTS_MAX``; one product per category). A photo the classifier rejects gets no products,
+as in the pipeline. Captions are left out: offline they come from dev-random weights (noise).
+
+Columns, per product category over the photos: ``labelled`` = photos showing it; then precision (P) and recall
+(R) of three sets: ``detected`` = the raw detections, ``recommended`` = the categories the captioner recommends
+for (classifier evidence + detections), ``before`` = what it recommended for before detectors (classifier
+evidence only). Labels outside the product categories (mug, phone, book, pc_tower, tablet) are counted apart.
+CPU time is process time per photo with one thread per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from deskgen.common.catalogue import categories
+from deskgen.common.detect import DETECTORS, ObjectDetector, load_photo  # imports onnxruntime before usearch
+from deskgen.services.captioner.recommend import desires
+from deskgen.services.classifier.model import DeskClassifier
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The photo labels' vocabulary → product category (identical names are not listed).
+LABEL_CATEGORY = {"lamp": "desk lamp"}
+SETS = ("detected", "recommended", "before")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=Path, default=ROOT / "tests" / "data" / "desk-photos")
+    parser.add_argument("--limit", type=int, default=5, help="categories recommended per photo (products_max)")
+    parser.add_argument("--min-score", type=float, default=0.3, help="smallest detection score kept")
+    parser.add_argument("--detector-dir", type=Path, default=ROOT / ".cache" / "detectors")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    photos = json.loads((args.photos / "provenance.json").read_text())
+    classifier = DeskClassifier(threads=1)
+    classifier.load()
+    detectors = {name: ObjectDetector([name], args.detector_dir, min_score=args.min_score) for name in DETECTORS}
+    both = ObjectDetector(list(DETECTORS), args.detector_dir, min_score=args.min_score)
+    for detector in (*detectors.values(), both):
+        detector.load()
+
+    product_categories = set(categories())
+    labelled: Counter[str] = Counter()
+    outside: Counter[str] = Counter()
+    chosen = {name: Counter() for name in SETS}
+    correct = {name: Counter() for name in SETS}
+    cpu = Counter()
+    accepted = 0
+    misses: list[str] = []
+    for photo in photos:
+        truth = set()
+        for label in photo["objects"]:
+            category = LABEL_CATEGORY.get(label, label)
+            (truth.add(category) if category in product_categories else outside.update([label]))
+        labelled.update(truth)
+        started = time.process_time()
+        image = load_photo(args.photos / photo["file"])
+        cpu["decode"] += time.process_time() - started
+        started = time.process_time()
+        score = classifier.score([image])[0]
+        cpu["classifier"] += time.process_time() - started
+        for name, detector in detectors.items():
+            started = time.process_time()
+            detector.detect(image)
+            cpu[name] += time.process_time() - started
+        found = [d.as_dict() for d in both.detect(image)]
+        is_desk = score.score >= classifier.threshold
+        accepted += is_desk
+        sets = {
+            "detected": {d["label"] for d in found},
+            "recommended": {d.category for d in desires([], [], score.evidence, found)[:args.limit]} if is_desk else set(),
+            "before": {d.category for d in desires([], [], score.evidence)[:args.limit]} if is_desk else set(),
+        }
+        for name, categories_chosen in sets.items():
+            chosen[name].update(categories_chosen)
+            correct[name].update(categories_chosen & truth)
+        missed = truth - sets["recommended"]
+        if missed:
+            misses.append(f"{photo['file']}: missed {', '.join(sorted(missed))}"
+                          f"{'' if is_desk else ' (classifier: not a desk)'}")
+
+    _print_table(labelled, chosen, correct, len(photos), accepted)
+    if outside:
+        print(f"\nLabels no product category covers (not counted): "
+              f"{', '.join(f'{k} {v}' for k, v in sorted(outside.items()))}")
+    print(f"\nCPU time per photo (ms, one thread each; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores):")
+    print("| step | ms/photo |\n|---|---:|")
+    for step in ("decode", "classifier", *DETECTORS):
+        print(f"| {step} | {cpu[step] / len(photos) * 1000:.0f} |")
+    print(f"| detectors together | {sum(cpu[n] for n in DETECTORS) / len(photos) * 1000:.0f} |")
+    if misses:
+        print("\nRecommended-for misses:\n" + "\n".join(f"  {line}" for line in misses))
+    return 0
+
+
+def _ratio(part: int, whole: int) -> str:
+    return f"{part / whole:.2f}" if whole else "–"
+
+
+def _print_table(labelled: Counter, chosen: dict[str, Counter], correct: dict[str, Counter], photos: int,
+                 accepted: int) -> None:
+    print(f"{photos} photos, {accepted} accepted as desks by the classifier; P = precision, R = recall\n")
+    print("| category | labelled | " + " | ".join(f"{s} P | {s} R" for s in SETS) + " |")
+    print("|---|---:|" + "---:|---:|" * len(SETS))
+    for category in sorted(set(labelled) | {c for s in SETS for c in chosen[s]}):
+        cells = [f"{_ratio(correct[s][category], chosen[s][category])} | "
+                 f"{_ratio(correct[s][category], labelled[category])}" for s in SETS]
+        print(f"| {category} | {labelled[category]} | " + " | ".join(cells) + " |")
+    total = sum(labelled.values())
+    cells = [f"**{_ratio(sum(correct[s].values()), sum(chosen[s].values()))}** | "
+             f"**{_ratio(sum(correct[s].values()), total)}**" for s in SETS]
+    print(f"| **all** | {total} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
