@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from PIL import Image
@@ -36,7 +37,7 @@ from deskgen.services.generator.components import LORA_FILE, Placement
 from deskgen.services.generator.geometry import Size, buckets, crop_pixels, fit, nearest_bucket
 from deskgen.services.generator.presets import evaluation_prompts
 
-__all__ = ["LoraTraining", "Example", "TrainedLora", "collect_examples", "train_lora", "cli", "CARD_FILE",
+__all__ = ["LoraTraining", "Example", "TrainedLora", "collect_examples", "train_lora", "upload", "cli", "CARD_FILE",
            "TARGET_MODULES"]
 
 CARD_FILE = "adapter-card.json"
@@ -66,6 +67,7 @@ class LoraTraining:
     adam8bit: bool = False
     checkpoint_every: int = 250
     resume: bool = False
+    upload: str = ""  # s3://bucket/prefix: where the adapter folder is copied (a URI the generator loads)
     trigger: str = ""
     caption_model: str = ""
     validation_steps: int = 30
@@ -156,6 +158,8 @@ def train_lora(job: LoraTraining, sources: ModelSources = ModelSources()) -> Tra
 
     if job.steps < 1 or job.rank < 1 or job.batch_size < 1:
         raise FatalError("steps, rank and batch size must be ≥ 1")
+    if job.upload and not _s3_target(job.upload):  # before hours of training, not after
+        raise FatalError(f"--upload {job.upload!r}: use s3://bucket/prefix")
     report = TrainedLora(job.out)
     bucket_sizes = buckets(job.resolution, 8)
     examples = collect_examples(resolve(job.data, sources), bucket_sizes, trigger=job.trigger,
@@ -191,8 +195,37 @@ def train_lora(job: LoraTraining, sources: ModelSources = ModelSources()) -> Tra
     unet.eval()
     base_card = identify(job.base, base_dir)
     report.card = _save(job, pipe, examples, report, base_card, placement)
+    if job.upload:
+        upload(job.out, job.upload, sources)
     clock.lap("save")
     return report
+
+
+def upload(folder: Path, uri: str, sources: ModelSources) -> list[str]:
+    """Copy the adapter folder (not its checkpoints) to ``s3://bucket/prefix``; returns the keys written.
+
+    Raises:
+        FatalError: not an s3:// URI, no S3 settings, or the server refused.
+    """
+    from deskgen.common.storage import ObjectStore
+
+    target = _s3_target(uri)
+    if target is None:
+        raise FatalError(f"--upload {uri!r}: use s3://bucket/prefix")
+    if sources.s3 is None:
+        raise FatalError(f"--upload {uri}: no S3 settings (DESKGEN_S3_*) were given")
+    store = ObjectStore(sources.s3, bucket=target.netloc)
+    prefix = target.path.strip("/")
+    keys = []
+    try:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "checkpoints" not in p.parts):
+            key = f"{prefix}/{path.relative_to(folder)}".lstrip("/")
+            store.put(key, path.read_bytes(), "image/png" if path.suffix == ".png" else "application/octet-stream")
+            keys.append(key)
+    except DeskgenError as exc:
+        raise FatalError(f"--upload {uri}: {exc}") from None
+    print(f"uploaded {len(keys)} files to {uri} (a LoRA URI the generator loads)", flush=True)
+    return keys
 
 
 class _Clock:
@@ -240,6 +273,11 @@ def _array(image: Image.Image):
     import numpy as np
 
     return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _s3_target(uri: str):
+    parsed = urlparse(uri)
+    return parsed if parsed.scheme == "s3" and parsed.netloc else None
 
 
 def _optimizer(params, job: LoraTraining) -> torch.optim.Optimizer:
@@ -407,6 +445,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--caption-model", default="", help="BLIP URI for missing captions "
                         "(default: DESKGEN_CAPTIONER_MODEL)")
     parser.add_argument("--validation-steps", type=int, default=30, help="steps of the validation images (0: none)")
+    parser.add_argument("--upload", default="", metavar="s3://BUCKET/PREFIX",
+                        help="copy the adapter folder there (a LoRA URI for the generator's settings)")
     args = parser.parse_args(argv)
 
     from deskgen.services.generator.settings import GeneratorSettings
@@ -419,7 +459,8 @@ def cli(argv: list[str]) -> int:
                        device=args.device or generator.device, dtype=args.dtype or generator.dtype,
                        gradient_checkpointing=args.gradient_checkpointing, adam8bit=args.adam8bit,
                        checkpoint_every=args.checkpoint_every, resume=args.resume, trigger=args.trigger,
-                       caption_model=args.caption_model, validation_steps=args.validation_steps)
+                       caption_model=args.caption_model, validation_steps=args.validation_steps,
+                       upload=args.upload)
     report = train_lora(job, ModelSources.load())
     card = report.card
     print(f"adapter {job.name}: {job.out / LORA_FILE} ({card['weights']} base), {len(report.losses)} steps in "
