@@ -12,24 +12,45 @@ BLIP's own ``generate``). Decoding is deterministic: greedy or beam search, neve
 from __future__ import annotations
 
 import hashlib
+import logging
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from deskgen.common.errors import FatalError
 from deskgen.common.models import ModelSources, identify, resolve
+from deskgen.services.captioner.onnx_blip import OnnxBlip, int8_weight_type
 
-__all__ = ["Caption", "CaptionResult", "BlipCaptioner", "PRECISIONS", "auto_precision"]
+__all__ = ["Caption", "CaptionResult", "BlipCaptioner", "PRECISIONS", "BACKENDS", "auto_precision", "cpu_isa",
+           "CPU_PATHS"]
+
+log = logging.getLogger("deskgen.captioner")
 
 # fp32 everywhere; bf16 on GPUs and CPUs with native bf16 (elsewhere it is emulated and very slow);
-# fp16 on GPUs; int8 = dynamic int8 quantisation (per output channel) of every Linear layer, CPU only.
-# auto = fp16 on a GPU; on a CPU bf16 where native, else int8.
+# fp16 on GPUs; int8 = dynamic int8 quantisation (per output channel) of every Linear layer, CPU only
+# (torch: torch.ao; onnxruntime: its QOperator dynamic quantisation, see onnx_blip).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+# The CPU path ``auto`` takes for each ISA (``cpu_isa``): the fastest whose greedy tokens agree with fp32 torch
+# on at least 95 % of the bench's tokens (tests/bench/bench_captioner.py, the README's table).
+CPU_PATHS = {
+    "amx": ("torch", "bf16"),
+    "avx512_bf16": ("torch", "bf16"),
+    "avx512_vnni": ("torch", "int8"),
+    "avx512": ("torch", "int8"),
+    "avx2": ("torch", "int8"),
+    "baseline": ("torch", "int8"),
+}
+
+ImageState = torch.Tensor | tuple[np.ndarray, np.ndarray]  # torch: image embeddings; onnxruntime: keys, values
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,10 @@ class BlipCaptioner:
         num_beams: 1 = greedy; more = beam search. Never sampling.
         precision: one of ``PRECISIONS``; ``auto`` is resolved here (see ``auto_precision``).
         device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
+        backend: ``torch``, ``onnxruntime`` (CPU, greedy; fp32 or int8) or ``auto``: on a CPU with precision
+            ``auto``, ``CPU_PATHS[cpu_isa()]``; otherwise torch.
+        onnx_cache: folder of the exported ONNX graphs (onnxruntime only).
+        threads: onnxruntime's intra-op threads (None: one per core); torch's are set once by the service.
     """
 
     def __init__(
@@ -68,12 +93,17 @@ class BlipCaptioner:
         num_beams: int = 1,
         precision: str = "fp32",
         device: str = "cpu",
+        backend: str = "torch",
+        onnx_cache: Path | None = None,
+        threads: int | None = None,
         sources: ModelSources = ModelSources(),
     ):
         if not prompts:
             raise FatalError("at least one prompt is needed")
         if precision not in PRECISIONS:
             raise FatalError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if backend not in BACKENDS:
+            raise FatalError(f"backend must be one of {BACKENDS}, not {backend!r}")
         if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1 or num_beams < 1:
             raise FatalError("need 0 <= min_new_tokens <= max_new_tokens, max_new_tokens >= 1, num_beams >= 1")
         self.uri = uri
@@ -84,6 +114,15 @@ class BlipCaptioner:
         self.num_beams = num_beams
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    "cpu" if device == "auto" else device)
+        self.isa = cpu_isa() if self.device.type == "cpu" else "cuda"
+        if backend == "auto":
+            backend, precision = CPU_PATHS[self.isa] if self.device.type == "cpu" and precision == "auto" else \
+                ("torch", precision)
+        if backend == "onnxruntime":
+            precision = "int8" if precision == "auto" else precision
+            if self.device.type != "cpu" or precision not in ("fp32", "int8") or num_beams != 1:
+                raise FatalError("the onnxruntime backend runs greedy decoding on the CPU, in fp32 or int8")
+        self.backend, self.onnx_cache, self.threads = backend, onnx_cache, threads
         self.precision = precision = auto_precision(self.device) if precision == "auto" else precision
         if precision == "int8" and self.device.type != "cpu":
             raise FatalError("int8 dynamic quantisation runs on the CPU only")
@@ -94,6 +133,7 @@ class BlipCaptioner:
         self.weights = "real"
         self.card: dict[str, str] = {}  # name, version, uri: the model's identity in every output
         self.load_ms = 0.0
+        self._onnx: OnnxBlip | None = None
         self._prompt_ids = self._prompt_mask = torch.empty(0, dtype=torch.long)
 
     @property
@@ -111,13 +151,19 @@ class BlipCaptioner:
             model = BlipForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise FatalError(f"cannot load BLIP from {self.uri} ({directory}): {exc}") from None
-        self.model = self._prepare(model.eval())
         identity = identify(self.uri, directory, version=_weights_digest(directory))
+        if self.backend == "onnxruntime":
+            quantisation = int8_weight_type(self.isa) if self.precision == "int8" else "fp32"
+            cache = self.onnx_cache or Path(tempfile.gettempdir()) / "deskgen-captioner-onnx"
+            self._onnx = OnnxBlip(model.eval(), cache, identity.version, quantisation, self.threads)
+        self.model = self._prepare(model.eval())
         self.card, self.weights = identity.as_dict(), identity.weights
         self._prompt_ids, self._prompt_mask = self._encode_prompts()
         self.load_ms = (time.perf_counter() - started) * 1000
 
     def _prepare(self, model: BlipForConditionalGeneration) -> torch.nn.Module:
+        if self.backend == "onnxruntime":
+            return model  # kept for its config and the processor; onnxruntime runs the graphs
         if self.precision == "int8":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
@@ -149,22 +195,36 @@ class BlipCaptioner:
         return pixels.to(self.device, self._dtype)
 
     @torch.inference_mode()
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """BLIP's vision encoder: pixels (n, 3, h, w) → image embeddings (n, patches + 1, width)."""
+    def encode_image(self, pixels: torch.Tensor) -> ImageState:
+        """The image side, once per photo: pixels (n, 3, h, w) → torch: BLIP's image embeddings (n, patches + 1,
+        width); onnxruntime: every decoder layer's cross-attention keys and values."""
+        if self._onnx is not None:
+            return self._onnx.encode(pixels.numpy())
         return self.model.vision_model(pixel_values=pixels)[0]
 
+    def _rows(self, photos: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts' ids and mask for every photo, image-major."""
+        return self._prompt_ids.repeat(photos, 1), self._prompt_mask.repeat(photos, 1)
+
     @torch.inference_mode()
-    def generate(self, image_embeds: torch.Tensor) -> torch.Tensor:
+    def generate(self, image: ImageState) -> torch.Tensor:
         """Every prompt of every image in one batched ``generate``: rows are image-major (image 0's prompts,
         then image 1's, …); each image's embeddings are shared by its prompts' rows."""
         config = self.model.config.text_config
+        if isinstance(image, tuple):
+            ids, mask = self._rows(image[0].shape[1])
+            return torch.from_numpy(self._onnx.generate(
+                image, ids.numpy(), mask.numpy(), max_new_tokens=self.max_new_tokens,
+                min_new_tokens=self.min_new_tokens, eos=config.sep_token_id, pad=config.pad_token_id))
+        image_embeds = image
         photos, prompts = image_embeds.shape[0], len(self.prompts)
         image_embeds = (image_embeds.expand(prompts, -1, -1) if photos == 1 else
                         image_embeds.repeat_interleave(prompts, dim=0))
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        ids, mask = self._rows(photos)
         return self.model.text_decoder.generate(
-            input_ids=self._prompt_ids.repeat(photos, 1),
-            attention_mask=self._prompt_mask.repeat(photos, 1),
+            input_ids=ids,
+            attention_mask=mask,
             encoder_hidden_states=image_embeds,
             encoder_attention_mask=image_mask,
             eos_token_id=config.sep_token_id,
@@ -174,6 +234,23 @@ class BlipCaptioner:
             num_beams=self.num_beams,
             do_sample=False,
         )
+
+    @torch.inference_mode()
+    def next_token_logits(self, image: ImageState, sequences: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: the fp32 logits (rows, new tokens, vocab) with which this path predicts each new token
+        of ``sequences`` (``generate``'s rows, decoded to full length) from the tokens before it."""
+        prompt_ids, prompt_mask = self._rows(sequences.shape[0] // len(self.prompts))
+        mask = torch.cat([prompt_mask, torch.ones_like(sequences[:, prompt_ids.shape[1]:])], dim=1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        start = prompt_ids.shape[1] - 1
+        if isinstance(image, tuple):
+            logits = self._onnx.forward(sequences.numpy(), positions.numpy(), mask.numpy(),
+                                        self._onnx.empty_cache(sequences.shape[0]), image)[0]
+            return torch.from_numpy(logits[:, start:-1])
+        embeds = image.repeat_interleave(len(self.prompts), dim=0)
+        out = self.model.text_decoder(input_ids=sequences, attention_mask=mask, position_ids=positions,
+                                      encoder_hidden_states=embeds, return_dict=True)
+        return out.logits[:, start:-1].float()
 
     def caption(self, image: Image.Image) -> CaptionResult:
         """Caption ``image`` with every prompt; texts are decoded as BLIP does (prompt echoed)."""
@@ -221,12 +298,24 @@ def auto_precision(device: torch.device) -> str:
     """fp16 on a GPU; on a CPU bf16 where the CPU computes it natively (AVX-512 BF16 or AMX), else int8."""
     if device.type == "cuda":
         return "fp16"
+    return "bf16" if cpu_isa() in ("amx", "avx512_bf16") else "int8"
+
+
+def cpu_isa() -> str:
+    """The best matrix instructions torch will use here: ``amx``, ``avx512_bf16``, ``avx512_vnni``, ``avx512``,
+    ``avx2`` or ``baseline``, from the CPU's flags, capped by torch's capability (``ATEN_CPU_CAPABILITY``)."""
     try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").open()
-                      if line.startswith("flags")), [])
+        flags = set(next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").open()
+                          if line.startswith("flags")), []))
     except OSError:
-        flags = []
-    return "bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "int8"
+        flags = set()
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        return "avx2" if capability == "AVX2" else "baseline"
+    for isa, flag in (("amx", "amx_bf16"), ("avx512_bf16", "avx512_bf16"), ("avx512_vnni", "avx512_vnni")):
+        if flag in flags:
+            return isa
+    return "avx512"
 
 
 def _weights_digest(directory: Path) -> str:

@@ -35,6 +35,14 @@ class CaptionerSettings(StageSettings):
                            "one generate of photos × prompts rows, one transaction); also the runtime's default "
                            "batch size for this stage.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where BLIP runs; auto = cuda when present.")
+    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="auto = on a CPU with precision auto, the path the README's bench table chose for the "
+                            "CPU's instructions (AMX, AVX-512 BF16/VNNI, AVX2), logged and in "
+                            "deskgen_captioner_backend_info; else torch. onnxruntime = BLIP exported to ONNX at "
+                            "start (cached in onnx_cache), greedy only, fp32 or int8.")
+    onnx_cache: Path | None = Field(None, json_schema_extra={"shown_default": "$DESKGEN_STATE_DIR/captioner-onnx"},
+                                    description="Folder of BLIP's exported ONNX graphs, keyed by the weights' digest "
+                                                "(an export takes a minute or two on 2 cores).")
     detectors: list[str] = Field(default_factory=lambda: ["ssd-oidv4", "centernet-coco"], max_length=4,
                                  description='Object detectors run on each photo, as a JSON list (common/detect: '
                                              'ssd-oidv4 = SSD-MobileNetV2 Open Images, centernet-coco = '

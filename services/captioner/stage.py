@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from PIL import Image
 
 from deskgen.common.detect import ObjectDetector  # first: it imports onnxruntime before recommend's usearch
+from deskgen.common import metrics
 from deskgen.common.events import Event
 from deskgen.common.models import ModelSources
+from deskgen.common.settings import RuntimeSettings, load
 from deskgen.common.stage import Blobs, Emit, Stage
 from deskgen.services.captioner.keywords import extract_keywords
 from deskgen.services.captioner.model import BlipCaptioner, CaptionResult
@@ -16,11 +20,15 @@ from deskgen.services.captioner.settings import CaptionerSettings
 
 __all__ = ["CaptionerStage", "build_stage", "build_captioner"]
 
+log = logging.getLogger("deskgen.captioner")
+
 
 def build_captioner(settings: CaptionerSettings) -> BlipCaptioner:
     """The captioner the settings describe (not loaded yet)."""
+    onnx_cache = settings.onnx_cache or load(RuntimeSettings).state_dir / "captioner-onnx"
     return BlipCaptioner(settings.model, settings.prompts, max_new_tokens=settings.max_new_tokens,
                          num_beams=settings.num_beams, precision=settings.precision, device=settings.device,
+                         backend=settings.backend, onnx_cache=onnx_cache, threads=settings.threads,
                          sources=ModelSources.load())
 
 
@@ -54,7 +62,11 @@ class CaptionerStage(Stage):
         self.tables = (recommender.catalogue,) if recommender is not None else ()
 
     def load(self) -> None:
-        self.captioner.load()
+        captioner = self.captioner
+        captioner.load()
+        metrics.CAPTIONER_BACKEND.labels(self.name, captioner.backend, captioner.precision, captioner.isa).set(1)
+        log.info("captioner: BLIP on %s, %s (chosen for %s), batches of up to %d photos", captioner.backend,
+                 captioner.precision, captioner.isa, self.batch_max)
         if self.detector is not None:
             self.detector.load()
 

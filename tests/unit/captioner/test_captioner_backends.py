@@ -1,0 +1,69 @@
+"""The captioner's CPU paths on tiny dev weights: ONNX Runtime against torch, the ISA-driven choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from deskgen.common.errors import FatalError
+from deskgen.services.captioner.devweights import build_dev
+from deskgen.services.captioner.model import CPU_PATHS, BlipCaptioner, cpu_isa
+from deskgen.services.captioner.onnx_blip import int8_weight_type
+from deskgen.services.captioner.settings import SEED_PROMPTS
+
+
+def _photo(seed: int) -> Image.Image:
+    pixels = torch.randint(0, 256, (60, 80, 3), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return Image.fromarray(pixels.numpy(), "RGB")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.set_num_threads(1)
+    return build_dev(tmp_path_factory.mktemp("dev-models") / "captioner-tiny", size="tiny")
+
+
+def _captioner(weights, tmp_path, **options) -> BlipCaptioner:
+    model = BlipCaptioner(weights.as_uri(), SEED_PROMPTS, max_new_tokens=8, onnx_cache=tmp_path / "onnx", threads=1,
+                          **options)
+    model.load()
+    return model
+
+
+def test_onnxruntime_fp32_decodes_the_tokens_torch_decodes_and_reuses_its_export(weights, tmp_path):
+    photos = [_photo(i) for i in range(3)]
+    torch_fp32 = _captioner(weights, tmp_path)
+    onnx_fp32 = _captioner(weights, tmp_path, backend="onnxruntime", precision="fp32")
+    assert onnx_fp32._onnx.export_s > 0
+    assert [r.captions for r in onnx_fp32.caption_many(photos)] == [r.captions for r in torch_fp32.caption_many(photos)]
+    pixels = torch.cat([torch_fp32.pixel_values(p) for p in photos])
+    sequences = torch_fp32.generate(torch_fp32.encode_image(pixels))
+    expected = torch_fp32.next_token_logits(torch_fp32.encode_image(pixels), sequences)
+    got = onnx_fp32.next_token_logits(onnx_fp32.encode_image(pixels), sequences)
+    assert got.shape == expected.shape == (9, sequences.shape[1] - torch_fp32._prompt_ids.shape[1], 30524)
+    torch.testing.assert_close(got, expected, atol=2e-4, rtol=1e-4)
+    again = _captioner(weights, tmp_path, backend="onnxruntime", precision="fp32")
+    assert again._onnx.export_s == 0 and again._onnx.folder == onnx_fp32._onnx.folder
+
+
+def test_onnxruntime_int8_captions_with_the_weights_the_isa_suits(weights, tmp_path):
+    model = _captioner(weights, tmp_path, backend="onnxruntime", precision="auto")
+    assert model.precision == "int8"
+    assert model._onnx.folder.name.endswith(int8_weight_type(model.isa).lower())
+    captions = model.caption(_photo(0)).captions
+    assert [c.prompt for c in captions] == list(SEED_PROMPTS) and captions[0].text.startswith("this is a photo of")
+
+
+def test_auto_takes_the_isas_cpu_path_and_explicit_settings_win(weights):
+    auto = BlipCaptioner(weights.as_uri(), SEED_PROMPTS, backend="auto", precision="auto")
+    assert auto.isa == cpu_isa() and (auto.backend, auto.precision) == CPU_PATHS[auto.isa]
+    explicit = BlipCaptioner(weights.as_uri(), SEED_PROMPTS, backend="auto", precision="fp32")
+    assert (explicit.backend, explicit.precision) == ("torch", "fp32")
+    assert int8_weight_type("avx2") == "QUInt8" and int8_weight_type("avx512_vnni") == "QInt8"
+
+
+@pytest.mark.parametrize("options", [{"num_beams": 2}, {"precision": "bf16"}, {"device": "cuda"}])
+def test_onnxruntime_refuses_what_it_does_not_run(weights, options):
+    with pytest.raises(FatalError, match="onnxruntime backend"):
+        BlipCaptioner(weights.as_uri(), SEED_PROMPTS, backend="onnxruntime", **options)
