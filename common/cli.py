@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     products = commands.add_parser("products", help="the product catalogue (see `deskgen products --help`)")
     products.set_defaults(func=_delegate("deskgen.common.catalogue.cli"), passthrough=True)
 
+    adapters = commands.add_parser("adapters", help="LoRA adapters and presets (see `deskgen adapters --help`)")
+    adapters.set_defaults(func=_delegate("deskgen.services.generator.styles_cli"), passthrough=True)
+
     config = commands.add_parser("config", help="list every DESKGEN_* setting (markdown)")
     config.set_defaults(func=_config)
 

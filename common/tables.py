@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
@@ -31,7 +31,7 @@ from .kafka import make_producer, make_reader
 from .records import dlq_record
 from .settings import KafkaSettings, RuntimeSettings
 
-__all__ = ["Change", "Table", "TableFeed", "Tables", "FEED_REASONS"]
+__all__ = ["Change", "Table", "TableFeed", "Tables", "FEED_REASONS", "publish"]
 
 log = logging.getLogger("deskgen.tables")
 
@@ -276,3 +276,28 @@ class Tables:
     def close(self) -> None:
         for feed in self.feeds:
             feed.close()
+
+
+def publish(kafka: KafkaSettings, topic: str, records: Iterable[Any], timeout: float = 60.0) -> int:
+    """Produce table rows (records with ``key``, ``value``, ``headers``; a None value deletes) to ``topic``,
+    idempotent, acks=all; returns how many were sent.
+
+    Raises:
+        FatalError: a record was not delivered within ``timeout``.
+    """
+    producer = make_producer(kafka, **{"linger.ms": 20})
+    failures: list[str] = []
+    sent = 0
+    for record in records:
+        while True:
+            try:
+                producer.produce(topic, key=record.key, value=record.value, headers=record.headers,
+                                 on_delivery=lambda err, msg: err and failures.append(str(err)))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        sent += 1
+        producer.poll(0)
+    if producer.flush(timeout) or failures:
+        raise FatalError(f"records not delivered to {topic}: {failures[:3] or 'flush timed out'}")
+    return sent

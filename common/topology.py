@@ -149,5 +149,5 @@ register(StageSpec(
 register(StageSpec(
     name="generator", consumes="captioned", produces=RESULT_KIND, section="output",
     module=f"{_service('generator')}.stage", settings=f"{_service('generator')}.settings:GeneratorSettings",
-    devweights=f"{_service('generator')}.devweights:build_dev", accelerator=True,
+    devweights=f"{_service('generator')}.devweights:build_dev", accelerator=True, tables=("styles",),
     summary="The one terminal result of a job: succeeded, rejected or failed.", event_type="com.deskgen.job.finished"))

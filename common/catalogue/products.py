@@ -16,11 +16,11 @@ from importlib.resources import files
 from typing import Any, Iterable
 
 from .. import events
-from ..errors import FatalError, InvalidInputError
-from ..kafka import make_producer
+from ..errors import InvalidInputError
 from ..records import DECODE_REASONS
 from ..settings import KafkaSettings, RuntimeSettings
 from ..tables import FEED_REASONS
+from ..tables import publish as publish_rows
 
 __all__ = ["Category", "categories", "product_record", "tombstone_record", "publish", "decode_product",
            "PRODUCT_REASONS", "DLQ_REASONS"]
@@ -75,25 +75,5 @@ def tombstone_record(product_id: str) -> events.Record:
 
 def publish(kafka: KafkaSettings, runtime: RuntimeSettings, records: Iterable[events.Record],
             timeout: float = 60.0) -> int:
-    """Produce ``records`` to the catalogue topic (idempotent, acks=all); returns how many were sent.
-
-    Raises:
-        FatalError: a record was not delivered within ``timeout``.
-    """
-    producer = make_producer(kafka, **{"linger.ms": 20})
-    topic = runtime.topic(events.CATALOGUE_KIND)
-    failures: list[str] = []
-    sent = 0
-    for record in records:
-        while True:
-            try:
-                producer.produce(topic, key=record.key, value=record.value, headers=record.headers,
-                                 on_delivery=lambda err, msg: err and failures.append(str(err)))
-                break
-            except BufferError:
-                producer.poll(0.1)
-        sent += 1
-        producer.poll(0)
-    if producer.flush(timeout) or failures:
-        raise FatalError(f"catalogue records not delivered to {topic}: {failures[:3] or 'flush timed out'}")
-    return sent
+    """Produce ``records`` to the catalogue topic (``tables.publish``); returns how many were sent."""
+    return publish_rows(kafka, runtime.topic(events.CATALOGUE_KIND), records, timeout)

@@ -1,0 +1,59 @@
+"""The styles table's records: keys, values and adapters checked as the generator's feed decodes them."""
+
+from __future__ import annotations
+
+import pytest
+
+from deskgen.common.errors import InvalidInputError
+from deskgen.common.tables import Change
+from deskgen.services.generator.components import lora_file
+from deskgen.services.generator.styles import AdapterRow, PresetRow, StyleTable, file_sha256
+
+
+@pytest.fixture
+def adapter(tiny_loras):
+    path = lora_file(tiny_loras["ott"])
+    return AdapterRow(name="warm", uri=f"file://{tiny_loras['ott']}", sha256=file_sha256(path)), path
+
+
+def test_an_adapter_is_resolved_and_checked(adapter):
+    row, path = adapter
+    decoded = StyleTable().decode("adapter:warm", row.model_dump_json().encode(), None)
+    assert decoded.path == str(path) and decoded.sha256 == row.sha256 and decoded.weight == 1.0
+
+
+@pytest.mark.parametrize("key, value, reason", [
+    ("warm", b"{}", "style_key_invalid"),
+    ("adapter:Warm", b"{}", "style_key_invalid"),
+    ("adapter:warm", b"not json", "style_record_invalid"),
+    ("adapter:warm", b'{"name": "warm", "uri": "file:///x", "sha256": "abc"}', "style_record_invalid"),
+    ("adapter:cold", None, "style_record_invalid"),  # the row's name differs from its key's
+    ("preset:cosy", b'{"name": "cosy", "adapters": {}}', "style_record_invalid"),
+    ("preset:cosy", b'{"name": "cosy", "adapters": {"warm": 3}}', "style_record_invalid"),
+    ("preset:cosy", b'{"name": "cosy", "adapters": {"warm": 1}, "extra": 1}', "style_record_invalid"),
+])
+def test_bad_records_are_refused_with_their_reason(adapter, key, value, reason):
+    value = value if value is not None else adapter[0].model_dump_json().encode()
+    with pytest.raises(InvalidInputError) as refused:
+        StyleTable().decode(key, value, None)
+    assert refused.value.reason == reason
+
+
+def test_a_differing_file_or_a_missing_one_is_refused(adapter):
+    row = adapter[0]
+    for changed, reason in [({"sha256": "f" * 64}, "adapter_sha256_mismatch"),
+                            ({"uri": "file:///nowhere/lora"}, "adapter_unresolved")]:
+        with pytest.raises(InvalidInputError) as refused:
+            StyleTable().decode("adapter:warm", row.model_copy(update=changed).model_dump_json().encode(), None)
+        assert refused.value.reason == reason
+
+
+def test_changes_queue_in_order_until_taken():
+    table = StyleTable()
+    preset = PresetRow(name="cosy", adapters={"warm": 0.5})
+    table.apply([Change("preset:cosy", preset), Change("adapter:warm", None)])
+    table.apply([Change("preset:cosy", None)])
+    assert table.rows == {}
+    assert [(c.key, c.value) for c in table.take()] == [("preset:cosy", preset), ("adapter:warm", None),
+                                                        ("preset:cosy", None)]
+    assert table.take() == []
