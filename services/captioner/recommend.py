@@ -9,8 +9,11 @@ Desired objects come from every real signal the job carries:
   category seen adds its best detection score to its weight.
 
 Categories are ordered by weight (then name); each gets its best available product (at most
-``per_category``) by cosine similarity between the query "<category>, <phrases>" and the product's
-text, until ``limit`` products are chosen. Each carries its score and the words that chose it.
+``per_category``) by cosine similarity between the query "<category>, <phrases>, <style>" and the product's
+text, until ``limit`` products are chosen; ``style`` is the job's concept in words (``concept_style``), so
+the same desk gets other products under another concept. No brand is chosen twice in one job (the next
+best product of another brand stands in). Deterministic: the same job gets the same products. Each carries
+its score and the words that chose it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from deskgen.common.catalogue.index import Catalogue
 from deskgen.common.models import ModelSources
 
 from .keywords import Keyword, objects_in, split_items, strip_echo
+from .prompts import ConceptBook, select_concept
 from .settings import CaptionerSettings
 
-__all__ = ["Desire", "Recommendation", "Recommender", "build_recommender", "desires", "products_phrase"]
+__all__ = ["Desire", "Recommendation", "Recommender", "build_recommender", "concept_style", "desires",
+           "products_phrase"]
 
 _FIELDS = ("id", "name", "brand", "category", "sub_category", "price", "shop", "url", "image")
+_BRAND_RESERVE = 8  # candidates beyond per_category, so a category can skip brands already chosen
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,13 @@ def desires(captions: list[tuple[str, str]], keywords: list[Keyword], evidence: 
     return [Desire(c, round(weight[c], 6), tuple(words[c]), tuple(phrases.get(c, ())[:4])) for c in order]
 
 
+def concept_style(request: dict[str, Any], uploaded_at: str, book: ConceptBook) -> str:
+    """The job's concept in words: its template without the object slot, WEEKDAY's theme filled in."""
+    concept, theme = select_concept(request, uploaded_at, book)
+    words = concept.template.format(objects="", theme=book.weekday_themes[theme] if theme else "")
+    return ", ".join(part.strip().removesuffix(" with") for part in words.split(",") if part.strip())
+
+
 def products_phrase(products: list[dict[str, Any]]) -> str:
     """Plain words for the prompt, brand and category: "a Keychron keyboard and a Dell monitor" (short:
     SDXL's text encoders read 77 tokens, and the template's style words come after the objects)."""
@@ -106,7 +119,7 @@ class Recommender:
         metrics.RECOMMEND.labels(catalogue.stage)  # the series exists before the first recommendation
 
     def recommend(self, captions: list[tuple[str, str]], keywords: list[Keyword], evidence: list[dict[str, Any]],
-                  detections: Sequence[dict[str, Any]] = ()) -> Recommendation:
+                  detections: Sequence[dict[str, Any]] = (), style: str = "") -> Recommendation:
         started = time.perf_counter()
         wanted = desires(captions, keywords, evidence, detections, evidence_min=self.evidence_min)
         chosen: list[dict[str, Any]] = []
@@ -116,10 +129,16 @@ class Recommender:
         elif not wanted:
             note = "no desk object recognised in the captions, the classifier's evidence or the detections"
         else:
-            queries = self.catalogue.embedder.encode([d.query for d in wanted])
+            queries = self.catalogue.embedder.encode([", ".join(filter(None, (d.query, style))) for d in wanted])
+            brands: set[str] = set()
             for desire, query in zip(wanted, queries):
-                for score, product in self.catalogue.best(desire.category, query, self.per_category):
-                    if len(chosen) < self.limit:
+                taken = 0
+                for score, product in self.catalogue.best(desire.category, query, self.per_category + _BRAND_RESERVE):
+                    if taken == self.per_category or len(chosen) == self.limit:
+                        break
+                    if product["brand"] not in brands:
+                        brands.add(product["brand"])
+                        taken += 1
                         chosen.append({**{f: product[f] for f in _FIELDS if f in product}, "score": score,
                                        "words": list(dict.fromkeys((*desire.words, *desire.phrases)))[:16]})
             if not chosen:

@@ -15,7 +15,7 @@ from deskgen.common.stage import Blobs, Emit, Stage
 from deskgen.services.captioner.keywords import extract_keywords
 from deskgen.services.captioner.model import BlipCaptioner, CaptionResult
 from deskgen.services.captioner.prompts import ConceptBook, build_prompt, concept_book, select_concept
-from deskgen.services.captioner.recommend import Recommender, build_recommender, products_phrase
+from deskgen.services.captioner.recommend import Recommender, build_recommender, concept_style, products_phrase
 from deskgen.services.captioner.settings import CaptionerSettings
 
 __all__ = ["CaptionerStage", "build_stage", "build_captioner"]
@@ -109,7 +109,7 @@ class CaptionerStage(Stage):
         shop = {}
         if self.recommender is not None:
             picked = self.recommender.recommend(captions, keywords, (data.get("classification") or {}).get("evidence", []),
-                                                detections or [])
+                                                detections or [], concept_style(request, data["uploaded_at"], self.concepts))
             shop = {"products": picked.products, "products_note": picked.note}
             result.timings["recommend"] = picked.ms
         plan = build_prompt(keywords, request, data["uploaded_at"], self.concepts,
