@@ -15,6 +15,10 @@ Columns, per product category over the photos: ``labelled`` = photos showing it;
 for (classifier evidence + detections), ``ungated`` = the same had the classifier accepted every photo (the
 captioner's own share), ``before`` = what it recommended for before detectors (classifier evidence only). Labels outside the product categories (mug, phone, book, pc_tower, tablet) are counted apart.
 CPU time is process time per photo with one thread per model.
+
+Variety (issue 21 item 3): each accepted photo's products from the sample catalogue (real MiniLM embeddings)
+under every concept: distinct product lists across photos per concept, and how often a category's top product
+changes from one concept to the next on the same photo.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ import torch
 
 from deskgen.common.catalogue import categories
 from deskgen.common.detect import DETECTORS, ObjectDetector, load_photo  # imports onnxruntime before usearch
-from deskgen.services.captioner.recommend import desires
+from deskgen.services.captioner.prompts import concept_book
+from deskgen.services.captioner.recommend import Recommender, concept_style, desires
 from deskgen.services.classifier.model import DeskClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "stack"), str(ROOT / "tests")]
 
 # The photo labels' vocabulary → product category (identical names are not listed).
 LABEL_CATEGORY = {"lamp": "desk lamp"}
@@ -66,6 +72,7 @@ def main() -> int:
     cpu = Counter()
     accepted = 0
     misses: list[str] = []
+    jobs: list[tuple[list[dict], list[dict]]] = []  # (evidence, detections) of each accepted photo
     for photo in photos:
         truth = set()
         for label in photo["objects"]:
@@ -85,6 +92,8 @@ def main() -> int:
         found = [d.as_dict() for d in both.detect(image)]
         is_desk = score.score >= classifier.threshold
         accepted += is_desk
+        if is_desk:
+            jobs.append((score.evidence, found))
         asked = {d.category for d in desires([], [], score.evidence, found)[:args.limit]}
         sets = {
             "detected": {d["label"] for d in found},
@@ -112,7 +121,35 @@ def main() -> int:
     print(f"| detectors together | {sum(cpu[n] for n in DETECTORS) / len(photos) * 1000:.0f} |")
     if misses:
         print("\nRecommended-for misses:\n" + "\n".join(f"  {line}" for line in misses))
+    _print_variety(jobs, args.limit)
     return 0
+
+
+def _print_variety(jobs: list[tuple[list[dict], list[dict]]], limit: int) -> None:
+    from support.catalogue import catalogue_of, embedder, sample_products
+
+    recommender = Recommender(catalogue_of(embedder(), sample_products()), limit=limit)
+    book = concept_book()
+    friday = "2026-11-27T09:30:00Z"
+    lists = {concept: [[(p["category"], p["id"]) for p in recommender.recommend(
+        [], [], evidence, found, concept_style({"concept": concept}, friday, book)).products] for evidence, found in jobs]
+        for concept in book.concepts}
+    concepts = list(lists)
+    changed = compared = 0
+    for photo in range(len(jobs)):
+        for a, b in zip(concepts, concepts[1:]):
+            tops_a, tops_b = dict(lists[a][photo]), dict(lists[b][photo])
+            for category in tops_a.keys() & tops_b.keys():
+                compared += 1
+                changed += tops_a[category] != tops_b[category]
+    print(f"\nVariety on the {len(jobs)} accepted photos, sample catalogue ({len(sample_products())} products):")
+    print("| concept | distinct product lists |\n|---|---:|")
+    for concept, per_photo in lists.items():
+        print(f"| {concept} | {len(set(map(tuple, per_photo)))} of {len(per_photo)} |")
+    print(f"| all concepts together | {len({tuple(ids) for per_photo in lists.values() for ids in per_photo})} of "
+          f"{len(jobs) * len(concepts)} |")
+    print(f"A category's top product changes between consecutive concepts in {_ratio(changed, compared)} of "
+          f"{compared} comparisons.")
 
 
 def _ratio(part: int, whole: int) -> str:
