@@ -114,7 +114,7 @@ def main() -> int:
         print(f"\nLabels no product category covers (not counted): "
               f"{', '.join(f'{k} {v}' for k, v in sorted(outside.items()))}")
     print(f"\nCPU time per photo (ms, one thread each; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores):")
+          f"{os.cpu_count()} cores):\n")
     print("| step | ms/photo |\n|---|---:|")
     for step in ("decode", "classifier", *DETECTORS):
         print(f"| {step} | {cpu[step] / len(photos) * 1000:.0f} |")
@@ -142,13 +142,13 @@ def _print_variety(jobs: list[tuple[list[dict], list[dict]]], limit: int) -> Non
             for category in tops_a.keys() & tops_b.keys():
                 compared += 1
                 changed += tops_a[category] != tops_b[category]
-    print(f"\nVariety on the {len(jobs)} accepted photos, sample catalogue ({len(sample_products())} products):")
+    print(f"\nVariety on the {len(jobs)} accepted photos, sample catalogue ({len(sample_products())} products):\n")
     print("| concept | distinct product lists |\n|---|---:|")
     for concept, per_photo in lists.items():
         print(f"| {concept} | {len(set(map(tuple, per_photo)))} of {len(per_photo)} |")
     print(f"| all concepts together | {len({tuple(ids) for per_photo in lists.values() for ids in per_photo})} of "
           f"{len(jobs) * len(concepts)} |")
-    print(f"A category's top product changes between consecutive concepts in {_ratio(changed, compared)} of "
+    print(f"\nA category's top product changes between consecutive concepts in {_ratio(changed, compared)} of "
           f"{compared} comparisons.")
 
 
