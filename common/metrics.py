@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 __all__ = [
     "STAGE_DURATION", "INFERENCE", "JOB_E2E", "EVENTS", "RESULTS", "DLQ", "RETRIES", "TRANSACTIONS",
     "MODEL_LOAD", "INFLIGHT", "CONSUMER_LAG", "BATCH_SIZE", "READY", "GPU_MEMORY",
-    "TABLE_UP", "TABLE_LAG", "CATALOGUE_SIZE", "RECOMMEND", "CAPTIONER_BACKEND",
+    "TABLE_UP", "TABLE_LAG", "CATALOGUE_SIZE", "RECOMMEND", "PRESET_AVAILABLE", "COMPONENT_INFO",
+    "CAPTIONER_BACKEND",
 ]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -39,6 +40,11 @@ TABLE_UP = Gauge("deskgen_table_up", "1 when the table has replayed its topic an
 TABLE_LAG = Gauge("deskgen_table_lag", "Table records not yet applied (end offsets - position).", ["stage", "table"])
 RECOMMEND = Histogram("deskgen_recommend_seconds", "Time to choose a job's products (embed queries, search, rank).",
                       ["stage"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+PRESET_AVAILABLE = Gauge("deskgen_generator_preset_available", "1 when the generator can serve the preset (every "
+                         "adapter it needs is configured), else 0.", ["stage", "preset"])
+COMPONENT_INFO = Gauge("deskgen_generator_component_info", "Always 1: a part of the generator as loaded; kind off when "
+                       "not configured, the locator auto chose in kind.",
+                       ["stage", "component", "kind", "weights", "uri", "placement"])
 CAPTIONER_BACKEND = Gauge("deskgen_captioner_backend_info", "Always 1: the path BLIP runs on (torch | onnxruntime), "
                           "its precision and the CPU instructions it was chosen for (isa; cuda on a GPU).",
                           ["stage", "backend", "precision", "isa"])

@@ -12,6 +12,10 @@ image exactly as stored (the PNG decoded back), so the coordinates fit what the 
   found (null coordinates).
 - ``OwlDetector`` (production default where a model hub is reachable): OWLv2 open-vocabulary
   detection through transformers, queried with "a photo of a <category>".
+- ``AutoDetector`` (``locator=auto``): OWLv2 when its weights load, else CAM, decided in ``load()`` (never
+  before ``/healthz``) and logged; its ``name`` says which.
+
+Each detector has a ``kind`` (``owlv2`` | ``cam``) and, once loaded, the ``card`` of its weights.
 """
 
 from __future__ import annotations
@@ -25,13 +29,12 @@ import torch
 from PIL import Image
 
 from deskgen.common.catalogue import categories
-from deskgen.common.errors import FatalError
-from deskgen.common.models import DEV_WEIGHTS, ModelSources, resolve
+from deskgen.common.models import DEV_WEIGHTS, ModelCard, ModelSources
 from deskgen.services.generator.components import Placement, load_cam, load_owlv2
 from deskgen.services.generator.masks import Box
 
-__all__ = ["Detection", "Detector", "CamDetector", "OwlDetector", "DEFAULT_CAM_URI", "DEFAULT_OWL_URI",
-           "build_detector", "locate"]
+__all__ = ["Detection", "Detector", "CamDetector", "OwlDetector", "AutoDetector", "DEFAULT_CAM_URI",
+           "DEFAULT_OWL_URI", "build_detector", "locate"]
 
 log = logging.getLogger("deskgen.generator.locate")
 
@@ -55,6 +58,8 @@ class Detection:
 
 class Detector(Protocol):
     name: str
+    kind: str
+    card: ModelCard | None
 
     def load(self) -> None:
         ...
@@ -76,13 +81,15 @@ class CamDetector:
         self.uri, self.size, self.min_score, self.cam_threshold, self.grid = uri, size, min_score, cam_threshold, grid
         self.placement, self.sources = placement or Placement.pick(), sources
         self.name = f"cam:efficientnet_lite0@{size}"
+        self.kind = "cam"
+        self.card: ModelCard | None = None
         self._network = None
 
     def load(self) -> None:
         from deskgen.services.classifier.model import IMAGENET_NAMES
         from deskgen.services.classifier.networks import preprocessing_for
 
-        self._network, _ = load_cam(self.uri, self.placement, self.sources)
+        self._network, self.card = load_cam(self.uri, self.placement, self.sources)
         self._preprocess = preprocessing_for("efficientnet_lite0")
         index = {name: i for i, name in enumerate(IMAGENET_NAMES)}
         self._classes = {c.name: [index[label] for label in c.imagenet] for c in categories().values()}
@@ -145,10 +152,13 @@ class OwlDetector:
         self.uri, self.min_score, self.max_per_category = uri, min_score, max_per_category
         self.placement, self.sources = placement or Placement.pick(), sources
         self.name = f"owlv2:{uri}"
+        self.kind = "owlv2"
+        self.card: ModelCard | None = None
         self._model = self._processor = None
 
     def load(self) -> None:
         self._model, self._processor, card = load_owlv2(self.uri, self.placement, self.sources)
+        self.card = card
         if card.weights == DEV_WEIGHTS:
             self.name += f" ({DEV_WEIGHTS})"
 
@@ -178,22 +188,59 @@ class OwlDetector:
         return found
 
 
+class AutoDetector:
+    """``locator=auto``: OWLv2 when its weights load (``hf://`` needs a reachable hub or a cache), else CAM.
+    Decided in ``load``, logged; ``name``, ``kind`` and ``card`` are the chosen detector's."""
+
+    def __init__(self, owl_uri: str = DEFAULT_OWL_URI, *, placement: Placement | None = None,
+                 sources: ModelSources = ModelSources()):
+        self.owl_uri, self.placement, self.sources = owl_uri, placement or Placement.pick(), sources
+        self._chosen: OwlDetector | CamDetector | None = None
+        self.fallback_reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self._chosen.name if self._chosen else "auto"
+
+    @property
+    def kind(self) -> str:
+        return self._chosen.kind if self._chosen else "auto"
+
+    @property
+    def card(self) -> ModelCard | None:
+        return self._chosen.card if self._chosen else None
+
+    def load(self) -> None:
+        owl = OwlDetector(self.owl_uri, placement=self.placement, sources=self.sources)
+        try:
+            owl.load()
+            self._chosen = owl
+        except Exception as exc:  # any failure to load OWLv2 (missing, unreachable, not an OWLv2 folder)
+            self.fallback_reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+            log.warning("locator auto: OWLv2 (%s) did not load (%s); falling back to class-activation maps",
+                        self.owl_uri, self.fallback_reason)
+            cam = CamDetector(placement=self.placement, sources=self.sources)
+            cam.load()
+            self._chosen = cam
+        log.info("locator auto chose %s", self._chosen.name)
+
+    def detect(self, image: Image.Image, wanted: Sequence[str]) -> dict[str, list[Detection]]:
+        if self._chosen is None:
+            raise RuntimeError("AutoDetector.load() has not run")
+        return self._chosen.detect(image, wanted)
+
+
 def build_detector(kind: str, uri: str | None, placement: Placement | None = None,
                    sources: ModelSources = ModelSources()) -> Detector | None:
-    """The configured detector (not loaded): ``cam``, ``owlv2``, or ``auto`` = OWLv2 when its weights
-    resolve (``hf://`` needs a reachable hub or a cache), else CAM; ``off`` = None."""
+    """The configured detector, not loaded (nothing resolves or downloads here): ``cam``, ``owlv2``, ``auto``
+    (``AutoDetector``); ``off`` = None."""
     if kind == "off":
         return None
     if kind == "cam":
         return CamDetector(uri or DEFAULT_CAM_URI, placement=placement, sources=sources)
     if kind == "owlv2":
         return OwlDetector(uri or DEFAULT_OWL_URI, placement=placement, sources=sources)
-    try:
-        resolve(uri or DEFAULT_OWL_URI, sources)
-        return OwlDetector(uri or DEFAULT_OWL_URI, placement=placement, sources=sources)
-    except FatalError as exc:
-        log.warning("locating with class-activation maps: OWLv2 is not available (%s)", str(exc)[:200])
-        return CamDetector(placement=placement, sources=sources)
+    return AutoDetector(uri or DEFAULT_OWL_URI, placement=placement, sources=sources)
 
 
 def locate(detector: Detector, image: Image.Image, products: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from deskgen.common.models import ModelSources
+from deskgen.common.models import ModelCard, ModelSources
 from deskgen.services.generator.components import Placement, load_sam
 
 __all__ = ["Box", "box_mask", "paste_back", "DeviceMasker"]
@@ -67,6 +67,7 @@ class DeviceMasker:
         self.placement = placement or Placement.pick()
         self._model = None
         self._processor = None
+        self.card: ModelCard | None = None
 
     @property
     def name(self) -> str:
@@ -74,7 +75,7 @@ class DeviceMasker:
 
     def load(self) -> None:
         if self.sam_uri:
-            self._model, self._processor, _ = load_sam(self.sam_uri, self.placement, self.sources)
+            self._model, self._processor, self.card = load_sam(self.sam_uri, self.placement, self.sources)
 
     def mask(self, image: Image.Image, boxes: Sequence[Box]) -> Image.Image:
         """The keep mask of ``boxes`` on ``image`` (the image the output is painted over)."""

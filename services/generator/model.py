@@ -7,8 +7,9 @@ every adapter parameter (≈ 30 ms for SDXL on a CPU thread); ``AdapterSwitch`` 
 layers once and writes each layer's active adapters and scales directly — the same state
 ``set_adapters`` leaves behind, minus the gradient flags that inference never reads.
 
-The optional few-step LoRA (``fast``) is one more resident adapter, added to a preset's mix. The
-inpainting pipeline of ``keep_devices`` is built with ``from_pipe`` from the same components (no
+Every adapter is optional: an adapter with no URI is not loaded, and the presets that need it are
+unavailable (``available``; ``base``, no adapter, always is). The optional few-step LoRA (``fast``) is one
+more resident adapter, added to a preset's mix. The inpainting pipeline of ``keep_devices`` is built with ``from_pipe`` from the same components (no
 second copy of the weights), or around a dedicated 9-channel inpainting UNet when one is given.
 """
 
@@ -61,10 +62,14 @@ class GenerationOptions:
 
 @dataclass(frozen=True)
 class Generated:
-    """One generated image and what it cost (``peak_gpu_mem_bytes``: None off cuda)."""
+    """One generated image and what it cost: the whole pipeline call (``inference_ms``) split into the denoising
+    loop (text encoding and latent preparation included) and the VAE decode to pixels; ``peak_gpu_mem_bytes``:
+    None off cuda."""
 
     image: Image.Image
     inference_ms: float
+    denoise_ms: float
+    decode_ms: float
     preset_switch_ms: float
     peak_gpu_mem_bytes: int | None
 
@@ -102,7 +107,8 @@ class GeneratorModel:
 
     Args:
         base_uri: model URI (or local path) of a diffusers SDXL folder (``model_index.json``).
-        lora_uris: adapter name → URI (or path) of its safetensors file or folder (diffusers or Kohya keys).
+        lora_uris: adapter name → URI (or path) of its safetensors file or folder (diffusers or Kohya keys);
+            an adapter absent or empty is off.
         placement: the device and dtype of every component (default: cuda/float16 when available).
         options: GPU options.
         vae_uri: optional replacement VAE (e.g. an fp16-safe one).
@@ -119,13 +125,16 @@ class GeneratorModel:
                  fast: FastLora | None = None, inpaint_unet_uri: str = "", sources: ModelSources = ModelSources()):
         self.presets = presets or load_presets()
         self.sources = sources
-        missing = set(self.presets.adapters) - set(lora_uris)
-        if missing:
-            raise FatalError(f"no LoRA URI for adapters {sorted(missing)}")
+        unknown = set(lora_uris) - set(self.presets.adapters)
+        if unknown:
+            raise FatalError(f"LoRA URIs for adapters {sorted(unknown)} that no preset uses; known: "
+                             f"{list(self.presets.adapters)}")
         if FAST_ADAPTER in self.presets.adapters:
             raise FatalError(f"the preset table may not name an adapter {FAST_ADAPTER!r}: the fast LoRA uses it")
         self.base_uri = str(base_uri)
-        self.lora_uris = {name: str(lora_uris[name]) for name in self.presets.adapters}
+        self.lora_uris = {name: str(lora_uris[name]) for name in self.presets.adapters if lora_uris.get(name)}
+        # Preset → the adapters it lacks; the others are available.
+        self.unavailable = self.presets.missing(self.lora_uris)
         if fast is not None:
             self.lora_uris[FAST_ADAPTER] = fast.uri
         self.fast = fast
@@ -151,6 +160,11 @@ class GeneratorModel:
     def loaded(self) -> bool:
         return self.pipe is not None
 
+    @property
+    def available(self) -> list[str]:
+        """The presets whose adapters are all configured, in table order."""
+        return [name for name in self.presets.names() if name not in self.unavailable]
+
     def load(self) -> None:
         """Load the pipeline and every adapter, place them, optionally compile (``warm_up`` is separate)."""
         started = time.perf_counter()
@@ -162,8 +176,9 @@ class GeneratorModel:
             self._switch = AdapterSwitch(sdxl.adapted)
         self._schedulers = {"default": sdxl.text2image.scheduler}
         self.pipe, self.inpaint_pipe, self._card = sdxl.text2image, sdxl.inpaint, sdxl.card
-        log.info("generator: %s (%s weights) on %s, %d LoRA layers, loaded in %.1f s", sdxl.card.name,
-                 sdxl.card.weights, self.placement, len(self._switch) if self._switch else -1,
+        log.info("generator: %s (%s weights) on %s, adapters %s, %d LoRA layers, loaded in %.1f s", sdxl.card.name,
+                 sdxl.card.weights, self.placement, sorted(self.lora_uris) or "none",
+                 len(self._switch) if self._switch else -1,
                  time.perf_counter() - started)
 
     def warm_up(self, options: GenerationOptions, preset_names: Iterable[str]) -> None:
@@ -178,14 +193,18 @@ class GeneratorModel:
             raise RuntimeError("GeneratorModel.load() has not run")
         if fast and self.fast is None:
             raise ValueError("fast mode needs a fast LoRA (GeneratorModel(fast=...))")
+        if preset.name in self.unavailable:
+            raise ValueError(f"preset {preset.name!r} is unavailable: no URI for {self.unavailable[preset.name]}")
         mix = preset.mix + ((FAST_ADAPTER, self.fast.weight),) if fast else preset.mix
         if mix == self._active:
             return 0.0
         started = time.perf_counter()
         if self._switch is not None:
             self._switch.apply(mix)
-        else:
-            names, weights = [name for name, _ in mix], [weight for _, weight in mix]
+        elif self.lora_uris:  # the base model alone holds no adapter to switch
+            # set_adapters needs a name: no adapter is every loaded one at weight 0.
+            names, weights = ([name for name, _ in mix], [weight for _, weight in mix]) if mix \
+                else (list(self.lora_uris), [0.0] * len(self.lora_uris))
             self.pipe.set_adapters(names, weights)
             if self.inpaint_pipe.unet is not self.pipe.unet:
                 self.inpaint_pipe.unet.set_adapters(names, weights)
@@ -225,15 +244,26 @@ class GeneratorModel:
         cuda = self.placement.cuda
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.placement.device)
+        denoised = []
+
+        def step_end(pipeline, step: int, timestep, tensors: dict) -> dict:
+            if step + 1 == pipeline.num_timesteps:  # the last step: decoding starts now
+                if cuda:
+                    torch.cuda.synchronize(self.placement.device)
+                denoised.append(time.perf_counter())
+            return tensors
+
         started = time.perf_counter()
         image = pipe(prompt=prompt, negative_prompt=negative_prompt or None,
                      num_inference_steps=options.steps, guidance_scale=options.guidance,
                      width=options.width, height=options.height, generator=generator,
-                     output_type="pil", **inputs).images[0]
-        inference_ms = (time.perf_counter() - started) * 1000
+                     output_type="pil", callback_on_step_end=step_end, **inputs).images[0]
+        finished = time.perf_counter()
         peak = torch.cuda.max_memory_allocated(self.placement.device) if cuda else None
-        return Generated(image=image, inference_ms=inference_ms, preset_switch_ms=switch_ms,
-                         peak_gpu_mem_bytes=peak)
+        denoise_end = denoised[-1] if denoised else finished
+        return Generated(image=image, inference_ms=(finished - started) * 1000,
+                         denoise_ms=(denoise_end - started) * 1000, decode_ms=(finished - denoise_end) * 1000,
+                         preset_switch_ms=switch_ms, peak_gpu_mem_bytes=peak)
 
 
 def build_model(settings, *, model_uri: str | None = None, lora_uris: Mapping[str, str] | None = None,

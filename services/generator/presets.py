@@ -1,6 +1,7 @@
 """LoRA presets: named, weighted mixes of the service adapters, read from ``presets.json``.
 
-``presets.json`` documents each preset; this module only loads and checks the table.
+``presets.json`` documents each preset; this module only loads and checks the table, and says which presets
+the configured adapters can serve (``base``, no adapter, always can).
 """
 
 from __future__ import annotations
@@ -8,14 +9,16 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
 from deskgen.common.errors import FatalError
 
-__all__ = ["Preset", "PresetTable", "load_presets", "evaluation_prompts", "PRESETS_FILE"]
+__all__ = ["Preset", "PresetTable", "load_presets", "evaluation_prompts", "PRESETS_FILE", "BASE_PRESET"]
 
 PRESETS_FILE = pathlib.Path(__file__).with_name("presets.json")
+BASE_PRESET = "base"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ class PresetTable:
     def names(self, group: str | None = None) -> list[str]:
         return [name for name, preset in self.presets.items() if group is None or preset.group == group]
 
+    def missing(self, configured: Iterable[str]) -> dict[str, list[str]]:
+        """Preset → the adapters it needs that are not ``configured``, for each preset that cannot run."""
+        have = set(configured)
+        return {name: missing for name, preset in self.presets.items()
+                if (missing := [adapter for adapter, _ in preset.mix if adapter not in have])}
+
 
 @cache
 def load_presets(path: pathlib.Path = PRESETS_FILE) -> PresetTable:
@@ -54,13 +63,19 @@ def load_presets(path: pathlib.Path = PRESETS_FILE) -> PresetTable:
         unknown = set(weights) - set(adapters)
         if unknown:
             raise FatalError(f"preset {name!r} uses unknown adapters {sorted(unknown)}; known: {list(adapters)}")
-        if not weights or not all(isinstance(w, (int, float)) and math.isfinite(w) and 0 < w <= 2
-                                  for w in weights.values()):
-            raise FatalError(f"preset {name!r} needs at least one adapter, each weight in (0, 2]")
-        if entry.get("group") not in ("seed", "concept"):
-            raise FatalError(f"preset {name!r}: group must be 'seed' or 'concept'")
+        if entry.get("group") not in ("base", "seed", "concept"):
+            raise FatalError(f"preset {name!r}: group must be 'base', 'seed' or 'concept'")
+        base = entry["group"] == "base"
+        if base != (name == BASE_PRESET):
+            raise FatalError(f"preset {name!r}: the group 'base' holds exactly the preset {BASE_PRESET!r}")
+        if bool(weights) == base or not all(isinstance(w, (int, float)) and math.isfinite(w) and 0 < w <= 2
+                                            for w in weights.values()):
+            raise FatalError(f"preset {name!r} needs at least one adapter (none for {BASE_PRESET!r}), "
+                             "each weight in (0, 2]")
         mix = tuple((adapter, float(weights[adapter])) for adapter in adapters if adapter in weights)
         presets[name] = Preset(name=name, group=entry["group"], mix=mix)
+    if BASE_PRESET not in presets:
+        raise FatalError(f"the preset table needs the preset {BASE_PRESET!r} (no adapters)")
     return PresetTable(adapters=adapters, presets=presets)
 
 

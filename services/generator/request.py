@@ -4,7 +4,13 @@
 ``caption_missing`` (failed) without a prompt, ``unknown_preset`` and ``options_out_of_bounds`` (rejected,
 naming the field and its bound) otherwise. The mode is decided here and nowhere else.
 
-Preset: ``request.preset``, else the captioner's ``captioning.preset``, else the configured default.
+What the generator runs with (``Parts``) bounds it too: a request that names a preset whose adapters are
+not configured is rejected ``preset_unavailable``, ``fast`` without a fast LoRA ``fast_unavailable``,
+``keep_devices`` without a locator ``keep_devices_unavailable``.
+
+Preset: ``request.preset``, else the captioner's ``captioning.preset``, else the configured default; a
+preset the request did not name whose adapters are missing falls back to ``base``, and the request
+carries the fallback (``PresetFallback``) so the output says so.
 Steps, guidance, size, scheduler, strength and seed come from the request within the configured bounds,
 else from the settings. A request that names no size gets its photo's aspect bucket (``sized_for``), never
 a fixed default; naming one side takes the other from the settings. Without a requested seed the seed is
@@ -16,20 +22,47 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deskgen.common.errors import InvalidInputError
 from deskgen.common.request import DEFAULT_MODE, MODES
 from deskgen.services.generator.geometry import Size, nearest_bucket
 from deskgen.services.generator.model import GenerationOptions
-from deskgen.services.generator.presets import Preset, PresetTable
+from deskgen.services.generator.presets import BASE_PRESET, Preset, PresetTable
 from deskgen.services.generator.settings import GeneratorSettings
 
-__all__ = ["GenerationRequest", "parse_request", "resolve_preset", "resolve_options", "derive_seed", "KEEP_DEVICES"]
+__all__ = ["GenerationRequest", "Parts", "PresetFallback", "parse_request", "resolve_preset", "resolve_options",
+           "derive_seed", "KEEP_DEVICES"]
 
 KEEP_DEVICES = "keep_devices"
 _MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The optional parts a generator runs with: the presets it cannot serve (→ the adapters each lacks), a
+    fast LoRA, a locator."""
+
+    unavailable: Mapping[str, list[str]] = field(default_factory=dict)
+    fast: bool = True
+    locator: bool = True
+
+
+@dataclass(frozen=True)
+class PresetFallback:
+    """A preset the request did not name (``chosen_by`` the captioner or the default) that could not run,
+    the adapters it lacks, and the preset used instead."""
+
+    requested: str
+    chosen_by: str
+    missing: list[str]
+    used: str = BASE_PRESET
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requested": self.requested, "used": self.used, "chosen_by": self.chosen_by,
+                "reason": "preset_unavailable", "missing_adapters": self.missing}
 
 
 @dataclass(frozen=True)
@@ -43,6 +76,7 @@ class GenerationRequest:
     options: GenerationOptions
     products: list[dict[str, Any]] | None = None
     size_named: bool = True
+    preset_fallback: PresetFallback | None = None
 
     @property
     def keeps_devices(self) -> bool:
@@ -56,9 +90,9 @@ class GenerationRequest:
         return replace(self, options=replace(self.options, width=width, height=height), size_named=True)
 
 
-def parse_request(data: dict[str, Any], settings: GeneratorSettings, presets: PresetTable,
-                  job_id: str) -> GenerationRequest:
-    """The checked request of a captioned event's ``data``."""
+def parse_request(data: dict[str, Any], settings: GeneratorSettings, presets: PresetTable, job_id: str,
+                  parts: Parts = Parts()) -> GenerationRequest:
+    """The checked request of a captioned event's ``data``, for a generator running with ``parts``."""
     captioning = data.get("captioning") or {}
     prompt = captioning.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -66,21 +100,37 @@ def parse_request(data: dict[str, Any], settings: GeneratorSettings, presets: Pr
     request = data.get("request") or {}
     mode = request.get("mode", DEFAULT_MODE)
     _check(mode in MODES, "mode", mode, f"one of {list(MODES)}")
+    if mode == KEEP_DEVICES and not parts.locator:
+        raise InvalidInputError("keep_devices_unavailable", "mode=keep_devices needs a locator to find the devices; "
+                                "this generator runs with DESKGEN_GENERATOR_LOCATOR=off")
+    if request.get("fast") is True and not parts.fast:
+        raise InvalidInputError("fast_unavailable", "fast=true needs a few-step LoRA; this generator runs without "
+                                "one (DESKGEN_GENERATOR_FAST_LORA is empty)")
+    preset, fallback = resolve_preset(presets, request, captioning, settings.default_preset, parts.unavailable)
     return GenerationRequest(
-        prompt=prompt, negative_prompt=captioning.get("negative_prompt") or "",
-        preset=resolve_preset(presets, request, captioning, settings.default_preset), mode=mode,
+        prompt=prompt, negative_prompt=captioning.get("negative_prompt") or "", preset=preset, mode=mode,
         options=resolve_options(request, settings, job_id, keep_devices=mode == KEEP_DEVICES),
-        products=captioning.get("products"), size_named="width" in request or "height" in request)
+        products=captioning.get("products"), size_named="width" in request or "height" in request,
+        preset_fallback=fallback)
 
 
-def resolve_preset(table: PresetTable, request: dict[str, Any], captioning: dict[str, Any],
-                   default: str) -> Preset:
-    """The request's preset, else the captioner's, else ``default``; unknown names are rejected."""
+def resolve_preset(table: PresetTable, request: dict[str, Any], captioning: dict[str, Any], default: str,
+                   unavailable: Mapping[str, list[str]] | None = None) -> tuple[Preset, PresetFallback | None]:
+    """The request's preset, else the captioner's, else ``default``; unknown names are rejected. A preset in
+    ``unavailable`` (→ its missing adapters) is rejected when the request names it, else replaced by ``base``."""
+    unavailable = unavailable or {}
+    chosen_by = "request" if request.get("preset") else "captioner" if captioning.get("preset") else "default"
     name = request.get("preset") or captioning.get("preset") or default
     preset = table.get(name) if isinstance(name, str) else None
     if preset is None:
         raise InvalidInputError("unknown_preset", f"preset {name!r:.40} is not one of {table.names()}")
-    return preset
+    if name not in unavailable:
+        return preset, None
+    if chosen_by == "request":
+        available = [n for n in table.names() if n not in unavailable]
+        raise InvalidInputError("preset_unavailable", f"preset {name!r} needs the adapters {unavailable[name]}, "
+                                f"which this generator runs without; available: {available}")
+    return table.presets[BASE_PRESET], PresetFallback(name, chosen_by, list(unavailable[name]))
 
 
 def resolve_options(request: dict[str, Any], settings: GeneratorSettings, job_id: str, *,
@@ -92,7 +142,6 @@ def resolve_options(request: dict[str, Any], settings: GeneratorSettings, job_id
     """
     fast = request.get("fast", False)
     _check(isinstance(fast, bool), "fast", fast, "true or false")
-    _check(not fast or bool(settings.fast_lora), "fast", fast, "false: no fast LoRA is configured")
     most_steps = settings.fast_max_steps if fast else settings.max_steps
     steps = request.get("steps", settings.fast_steps if fast else settings.steps)
     _check(_is_int(steps) and settings.min_steps <= steps <= most_steps, "steps", steps,

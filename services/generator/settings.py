@@ -15,9 +15,10 @@ from deskgen.services.generator.schedulers import FAST_SCHEDULER_NAMES, SCHEDULE
 
 __all__ = ["GeneratorSettings"]
 
-_PRIVATE_LORA = ("The service LoRAs are private (trained by the original team on 366 desk photos): this "
-                 "placeholder does not resolve; point it at s3:// or file:// weights, or at the dev weights "
-                 "(<dev-models>/generator-tiny/loras/{name}). diffusers or Kohya safetensors; a folder or a file.")
+_PRIVATE_LORA = ("Empty: off, and the presets that use it are unavailable. The service LoRAs are private "
+                 "(trained by the original team on 366 desk photos): point it at s3:// or file:// weights, or at the "
+                 "dev weights (<dev-models>/generator-tiny/loras/{name}). diffusers or Kohya safetensors; a folder "
+                 "or a file (hf://<org>/<name>/<file>.safetensors: one file of a Hub repo).")
 
 
 class GeneratorSettings(StageSettings):
@@ -27,18 +28,19 @@ class GeneratorSettings(StageSettings):
 
     model: str = Field("hf://fluently/Fluently-XL-v2",
                        description="Base SDXL pipeline URI (a diffusers folder: model_index.json and components).")
-    lora_dalle: str = Field("hf://deskgen-private/desk-lora-dalle", description="URI of the 'dalle' LoRA. "
+    lora_dalle: str = Field("", description="URI of the 'dalle' LoRA. "
                             + _PRIVATE_LORA.format(name="dalle"))
-    lora_ott: str = Field("hf://deskgen-private/desk-lora-ott", description="URI of the 'ott' LoRA. "
+    lora_ott: str = Field("", description="URI of the 'ott' LoRA. "
                           + _PRIVATE_LORA.format(name="ott"))
-    lora_3d: str = Field("hf://deskgen-private/desk-lora-3d", description="URI of the '3d' LoRA. "
+    lora_3d: str = Field("", description="URI of the '3d' LoRA. "
                          + _PRIVATE_LORA.format(name="3d"))
     vae: str = Field("", description="Optional URI of a replacement VAE, e.g. an fp16-safe one "
                      "(hf://madebyollin/sdxl-vae-fp16-fix). Empty: the base model's VAE, upcast to fp32 for "
                      "decoding when running in fp16.")
 
     default_preset: str = Field("ott_3d", description="Preset used when neither the request nor the captioner "
-                                "names one (the seed found ott + 3d best for the service).")
+                                "names one (the seed found ott + 3d best for the service); while its adapters are not "
+                                "configured, such jobs get 'base' and the output says why.")
     steps: int = Field(30, ge=1, description="Default denoising steps.")
     min_steps: int = Field(1, ge=1, description="Fewest steps a request may ask for.")
     max_steps: int = Field(60, ge=1, description="Most steps a request may ask for.")
@@ -79,17 +81,21 @@ class GeneratorSettings(StageSettings):
     png_compress_level: int = Field(4, ge=0, le=9, description="PNG zlib level of the stored image "
                                     "(0 fastest, 9 smallest).")
     locator: Literal["auto", "owlv2", "cam", "off"] = Field(
-        "auto", description="How the recommended products are located in the stored image: owlv2 (open-vocabulary "
-        "detection), cam (class-activation maps of the packaged EfficientNet-Lite0 ImageNet model, works offline), "
-        "auto (OWLv2 when its weights resolve, else cam), off.")
+        "auto", description="How keep_devices finds the user's devices and how the recommended products are located "
+        "in the stored image: owlv2 (open-vocabulary detection), cam (class-activation maps of the packaged "
+        "EfficientNet-Lite0 ImageNet model, works offline), auto (OWLv2 when its weights load, else cam; the choice "
+        "is logged, in deskgen_generator_component_info and in each output), off (keep_devices is rejected, "
+        "products are not located). owlv2 or cam that cannot load stops start-up.")
     locator_model: str = Field("", description="Weights of the locator (empty: hf://google/owlv2-base-patch16-ensemble "
                                "for owlv2, the packaged EfficientNet-Lite0 for cam); dev weights: "
                                "<dev-models>/locator-owlv2-tiny.")
 
     # Mode option fast: a few-step LoRA on top of the preset's mix, CFG off.
-    fast_lora: str = Field("hf://latent-consistency/lcm-lora-sdxl", description="URI of the few-step LoRA "
-                           "used by requests with fast=true (LCM, TCD, SDXL-Lightning or Hyper-SD; one safetensors "
-                           "file or a folder holding one). Empty: fast requests are refused.")
+    fast_lora: str = Field("", description="URI of the few-step LoRA used by requests with fast=true (LCM, TCD, "
+                           "SDXL-Lightning or Hyper-SD; one safetensors file or a folder holding one), e.g. "
+                           "hf://latent-consistency/lcm-lora-sdxl (lcm) or "
+                           "hf://ByteDance/SDXL-Lightning/sdxl_lightning_4step_lora.safetensors (euler_trailing). "
+                           "Empty: off, fast requests are rejected (fast_unavailable).")
     fast_scheduler: str = Field("lcm", description=f"Scheduler matching the fast LoRA, one of "
                                 f"{', '.join(FAST_SCHEDULER_NAMES)} (euler_trailing for SDXL-Lightning/Hyper-SD).")
     fast_weight: float = Field(1.0, gt=0, le=2, description="Adapter weight of the fast LoRA.")
@@ -104,8 +110,8 @@ class GeneratorSettings(StageSettings):
     min_strength: float = Field(0.3, gt=0, le=1, description="Lowest strength a request may ask for.")
     inpaint_unet: str = Field("", description="Optional URI of a dedicated 9-channel SDXL inpainting UNet (a "
                               "diffusers folder, or a pipeline folder with unet/). Empty: the base UNet inpaints.")
-    sam: str = Field("hf://facebook/sam-vit-base", description="SAM checkpoint (transformers) that refines "
-                     "device boxes into masks. Empty: the boxes themselves, grown by mask_grow.")
+    sam: str = Field("", description="SAM checkpoint (transformers) that refines device boxes into masks, e.g. "
+                     "hf://facebook/sam-vit-base. Empty: off, the boxes themselves, grown by mask_grow.")
     mask_grow: float = Field(0.02, ge=0, le=0.25, description="How far a device box is grown on each side when "
                              "no SAM is configured, as a fraction of the image's longer side.")
     feather_px: int = Field(6, ge=0, le=64, description="Width of the soft edge outside each kept region where "

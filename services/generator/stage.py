@@ -5,18 +5,22 @@ desk from the prompt; ``keep_devices`` finds the user's devices on the photo (th
 with the same detector that locates products), masks them and inpaints everything around them, so the
 result keeps the user's own pixels there (and stores the mask beside the image). A photo with no device
 found is restyled, and the output says why. The models are the stage's ``Components``, placed on one
-device by one policy (``components.Placement``).
+device by one policy (``components.Placement``), resolved and loaded in ``load()`` (after ``/healthz``
+answers). Only the base model is required: what runs without the others is ``request.Parts``, listed at
+start-up and in the metrics; each job's ``timings`` give every component's milliseconds.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
 
+from deskgen.common import metrics
 from deskgen.common.errors import FatalError
 from deskgen.common.events import Event
 from deskgen.common.keys import generated_key, generated_mask_key
@@ -26,10 +30,14 @@ from deskgen.services.generator.geometry import Box, Size, fit, into_crop, point
 from deskgen.services.generator.locate import Detection, Detector, build_detector, locate
 from deskgen.services.generator.masks import DeviceMasker
 from deskgen.services.generator.model import Generated, GeneratorModel, build_model
-from deskgen.services.generator.request import KEEP_DEVICES, GenerationRequest, parse_request, resolve_options
+from deskgen.services.generator.presets import BASE_PRESET
+from deskgen.services.generator.request import (KEEP_DEVICES, GenerationRequest, Parts, parse_request,
+                                                resolve_options)
 from deskgen.services.generator.settings import GeneratorSettings
 
 __all__ = ["GeneratorStage", "Components", "KeptDevices", "build_stage", "build_components", "encode_png"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,11 +49,38 @@ class Components:
     masker: DeviceMasker
     detector: Detector | None = None
 
+    @property
+    def parts(self) -> Parts:
+        return Parts(unavailable=self.model.unavailable, fast=self.model.fast is not None,
+                     locator=self.detector is not None)
+
     def load(self) -> None:
+        """Resolve and load every configured part; a configured SAM or locator that cannot load stops start-up
+        with one line naming its setting."""
         self.model.load()
-        self.masker.load()
+        _load_part(self.masker.load, f"DESKGEN_GENERATOR_SAM={self.masker.sam_uri}")
         if self.detector is not None:
-            self.detector.load()
+            _load_part(self.detector.load, f"DESKGEN_GENERATOR_LOCATOR={self.detector.kind}")
+
+    def info(self) -> list[dict[str, str]]:
+        """Every part, configured or off: component, kind, weights (real | dev-random; empty where the part's
+        files cannot tell), uri and placement."""
+        model, placement = self.model, str(self.model.placement)
+
+        def part(component: str, kind: str, uri: str = "", weights: str = "") -> dict[str, str]:
+            return {"component": component, "kind": kind if uri else "off", "weights": weights, "uri": uri,
+                    "placement": placement if uri else ""}
+
+        parts = [part("sdxl", "sdxl", model.base_uri, model.card.weights)]
+        parts += [part(f"lora_{name}", "lora", model.lora_uris.get(name, "")) for name in model.presets.adapters]
+        parts.append(part("fast_lora", "lora", model.fast.uri if model.fast else ""))
+        parts.append(part("inpaint_unet", "unet", model.inpaint_unet_uri))
+        sam, detector = self.masker.card, self.detector
+        parts.append(part("sam", "sam", sam.uri, sam.weights) if sam else part("sam", "off"))
+        card = detector.card if detector is not None else None
+        parts.append(part("locator", detector.kind, card.uri, card.weights) if detector and card
+                     else part("locator", "off"))
+        return parts
 
 
 @dataclass(frozen=True)
@@ -84,20 +119,44 @@ class GeneratorStage(Stage):
         if self.model.presets.get(settings.default_preset) is None:
             raise FatalError(f"default preset {settings.default_preset!r} is not in the preset table")
         self.sizes = settings.aspect_buckets()
+        self.parts = components.parts
 
     def load(self) -> None:
         self.components.load()
+        self.parts = self.components.parts
+        self._report_parts()
         if self.model.options.warmup:
-            presets = self.model.presets.names() if self.model.options.compile else [self.settings.default_preset]
+            default = self.settings.default_preset
+            presets = self.model.available if self.model.options.compile else [
+                default if default in self.model.available else BASE_PRESET]
             self.model.warm_up(resolve_options({}, self.settings, "warmup"), presets)
 
+    def _report_parts(self) -> None:
+        """One log line of what runs and what is off; the same in the metrics."""
+        unavailable = self.parts.unavailable
+        for part in self.components.info():
+            metrics.COMPONENT_INFO.labels(stage=self.name, **part).set(1)
+        for preset in self.model.presets.names():
+            metrics.PRESET_AVAILABLE.labels(self.name, preset).set(0 if preset in unavailable else 1)
+        detector = self.components.detector
+        log.info("generator parts: presets available %s; unavailable %s; fast %s; keep_devices %s; masks %s",
+                 self.model.available, {name: missing for name, missing in unavailable.items()} or "none",
+                 self.model.fast.uri if self.model.fast else "off (fast requests are rejected)",
+                 f"locator {detector.name}" if detector else "off (keep_devices requests are rejected)",
+                 self.components.masker.name)
+
     def handle(self, event: Event, blobs: Blobs) -> Emit:
-        request = parse_request(event.data, self.settings, self.model.presets, event.job_id)
+        request = parse_request(event.data, self.settings, self.model.presets, event.job_id, self.parts)
         key = event.data["image_key"]
-        photo = blobs.image(key) if request.keeps_devices and self.components.detector is not None else None
-        if not request.size_named:
-            request = request.sized_for(photo.size if photo is not None else _photo_size(blobs, key), self.sizes)
-        kept, fallback = self._kept_devices(photo, request) if request.keeps_devices else (None, None)
+        timings: dict[str, float] = {}
+        photo = None
+        if request.keeps_devices or not request.size_named:  # the photo decoded, or only its header read
+            started = time.perf_counter()
+            photo = blobs.image(key) if request.keeps_devices else None
+            if not request.size_named:
+                request = request.sized_for(photo.size if photo is not None else _photo_size(blobs, key), self.sizes)
+            _lap(timings, "photo_ms", started)
+        kept, fallback = self._kept_devices(photo, request, timings) if photo is not None else (None, None)
         if kept is not None:
             generated = self.model.inpaint(request.prompt, request.negative_prompt, request.preset, request.options,
                                            kept.photo, kept.mask, self.settings.feather_px)
@@ -106,7 +165,8 @@ class GeneratorStage(Stage):
         started = time.perf_counter()
         png = encode_png(generated.image, self.settings.png_compress_level)
         section = self._output(event.job_id, request, generated, kept, fallback)
-        section["timings"]["encode_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        section["timings"] = {**timings, **section["timings"]}
+        _lap(section["timings"], "encode_ms", started)
         stored = [Blob(key=section["image_key"], data=png, content_type="image/png")]
         if kept is not None:
             stored.append(Blob(key=section["mask_key"], data=encode_png(kept.mask, self.settings.png_compress_level),
@@ -116,16 +176,19 @@ class GeneratorStage(Stage):
             # Located on the stored image itself (the PNG decoded back), so coordinates fit what is served.
             image = Image.open(io.BytesIO(png)).convert("RGB")
             section["products"] = locate(self.components.detector, image, request.products)
-            section["timings"]["locate_ms"] = round((time.perf_counter() - started) * 1000, 1)
+            _lap(section["timings"], "locate_ms", started)
         return Emit(section=section, blobs=tuple(stored))
 
-    def _kept_devices(self, photo: Image.Image | None,
-                      request: GenerationRequest) -> tuple[KeptDevices | None, str | None]:
-        """The devices to keep on ``photo`` (decoded when there is a detector), or None and why restyle runs."""
+    def _kept_devices(self, photo: Image.Image, request: GenerationRequest,
+                      timings: dict[str, float]) -> tuple[KeptDevices | None, str | None]:
+        """The devices to keep on ``photo``, or None and why restyle runs; adds the detector's (``detect_ms``)
+        and the masker's (``mask_ms``) time to ``timings``."""
         detector = self.components.detector
-        if detector is None or photo is None:
-            return None, "no_device_detector"
+        if detector is None:  # parse_request rejects keep_devices without a locator
+            raise RuntimeError("keep_devices reached a generator without a locator")
+        started = time.perf_counter()
         found = detector.detect(photo, self.settings.keep_categories)
+        _lap(timings, "detect_ms", started)
         fitted, crop = fit(photo, (request.options.width, request.options.height))
         # Found on the whole photo; kept where they fall inside the crop, in the output's coordinates.
         devices = [replace(hit, box=box, centre=point_into_crop(hit.centre, crop))
@@ -134,8 +197,10 @@ class GeneratorStage(Stage):
         if not devices:
             return None, "no_devices_found"
         masker = self.components.masker
-        return KeptDevices(fitted, masker.mask(fitted, [d.box for d in devices]), devices, detector.name,
-                           masker.name, crop), None
+        started = time.perf_counter()
+        mask = masker.mask(fitted, [d.box for d in devices])
+        _lap(timings, "mask_ms", started)
+        return KeptDevices(fitted, mask, devices, detector.name, masker.name, crop), None
 
     def _output(self, job_id: str, request: GenerationRequest, generated: Generated, kept: KeptDevices | None,
                 fallback: str | None) -> dict[str, Any]:
@@ -156,9 +221,13 @@ class GeneratorStage(Stage):
             "model": card.as_dict(),
             "weights": card.weights,
             "timings": {"inference_ms": round(generated.inference_ms, 1),
+                        "denoise_ms": round(generated.denoise_ms, 1), "decode_ms": round(generated.decode_ms, 1),
                         "preset_switch_ms": round(generated.preset_switch_ms, 3)},
             "peak_gpu_mem_bytes": generated.peak_gpu_mem_bytes,
+            "locator": self.components.detector.name if self.components.detector is not None else "off",
         }
+        if request.preset_fallback is not None:
+            section["preset_fallback"] = request.preset_fallback.as_dict()
         if fallback is not None:
             section["fallback"] = fallback
         if kept is not None:
@@ -168,6 +237,19 @@ class GeneratorStage(Stage):
         if request.products is not None:
             section["products"] = request.products
         return section
+
+
+def _load_part(load, setting: str) -> None:
+    """Load one optional part; any failure is a FatalError naming the setting that configured it."""
+    try:
+        load()
+    except Exception as exc:
+        raise FatalError(f"{setting}: cannot load ({type(exc).__name__}: {str(exc)[:400]}); fix the setting or "
+                         "set it off") from None
+
+
+def _lap(timings: dict[str, float], name: str, started: float) -> None:
+    timings[name] = round((time.perf_counter() - started) * 1000, 1)
 
 
 def _photo_size(blobs: Blobs, key: str) -> Size:

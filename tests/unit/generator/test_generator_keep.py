@@ -139,6 +139,10 @@ def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(t
     assert (section["mode"], section["fast"], section["mask_key"], section["scheduler"]) == (
         "keep_devices", True, mask_blob.key, "lcm")
     assert "monitor" in [d["label"] for d in section["kept_devices"]] and section["detector"] == cam.name
+    # Each component's time: the photo, the locator, the masker, SDXL's denoising and decoding, the PNG.
+    assert set(section["timings"]) == {"photo_ms", "detect_ms", "mask_ms", "inference_ms", "denoise_ms", "decode_ms",
+                                       "preset_switch_ms", "encode_ms"}
+    assert section["locator"] == cam.name
     assert all(0 <= v <= 1 for d in section["kept_devices"] for v in d["box"])
     validate("generated", {"job_id": "job-keep", "status": "succeeded", "stage": "generator",
                            "finished_at": "2026-11-25T12:00:02Z", "timeline": {}, "output": section})
@@ -150,14 +154,13 @@ def test_keep_devices_stores_the_image_and_its_mask_and_names_the_kept_devices(t
 
 
 @pytest.mark.realweights
-@pytest.mark.parametrize("with_detector, reason", [(True, "no_devices_found"), (False, "no_device_detector")])
 def test_keep_devices_without_devices_falls_back_to_restyle_and_says_why(tiny_model, tiny_settings, cam, captioned,
-                                                                         photo_blobs, with_detector, reason):
-    stage = GeneratorStage(_components(tiny_model, cam if with_detector else None), tiny_settings)
+                                                                         photo_blobs):
+    stage = GeneratorStage(_components(tiny_model, cam), tiny_settings)
 
     outcome = stage.handle(captioned("job-none", {"mode": "keep_devices"}), photo_blobs("job-none", _photo()))
 
-    assert (outcome.section["mode"], outcome.section["fallback"]) == ("restyle", reason)
+    assert (outcome.section["mode"], outcome.section["fallback"]) == ("restyle", "no_devices_found")
     assert [blob.key for blob in outcome.blobs] == ["generated/job-none/basic.png"]
     assert "mask_key" not in outcome.section
 
@@ -178,9 +181,10 @@ def test_the_kept_devices_are_typed_and_sized_to_the_output(tiny_model, tiny_set
     event = captioned("job-typed", {"mode": "keep_devices", "width": 96, "height": 64})
     request = parse_request(event.data, tiny_settings, tiny_model.presets, event.job_id)
 
-    kept, fallback = stage._kept_devices(draw_desk(seed=0, size=(320, 240)), request)
+    timings = {}
+    kept, fallback = stage._kept_devices(draw_desk(seed=0, size=(320, 240)), request, timings)
 
-    assert fallback is None and isinstance(kept, KeptDevices)
+    assert fallback is None and isinstance(kept, KeptDevices) and set(timings) == {"detect_ms", "mask_ms"}
     assert kept.photo.size == kept.mask.size == (96, 64) and kept.mask.mode == "L"
     assert kept.devices and all(isinstance(d, Detection) for d in kept.devices)
     assert {d.label for d in kept.devices} <= set(tiny_settings.keep_categories)

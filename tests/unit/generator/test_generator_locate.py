@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from deskgen.services.generator.components import Placement
-from deskgen.services.generator.locate import CamDetector, build_detector, locate
+from deskgen.services.generator.locate import AutoDetector, CamDetector, build_detector, locate
 from samples import draw_desk
 
 CPU = Placement.pick("cpu")
@@ -51,10 +51,25 @@ def test_noise_has_no_monitor(cam):
     assert product["location"]["box"] is None and product["location"]["centre"] is None
 
 
-def test_auto_falls_back_to_cam_without_a_model_hub(monkeypatch):
+def test_auto_resolves_nothing_until_load_then_falls_back_to_cam_and_says_so(monkeypatch, caplog, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert isinstance(build_detector("auto", "hf://google/owlv2-base-patch16-ensemble"), CamDetector)
+    detector = build_detector("auto", "hf://google/owlv2-base-patch16-ensemble", CPU)
+    assert isinstance(detector, AutoDetector) and (detector.name, detector.kind, detector.card) == ("auto", "auto", None)
     assert build_detector("off", None) is None
+    with caplog.at_level("INFO", logger="deskgen.generator.locate"):
+        detector.load()
+    assert detector.kind == "cam" and detector.name.startswith("cam:") and detector.card.weights == "real"
+    assert "OWLv2 (hf://google/owlv2-base-patch16-ensemble) did not load" in caplog.text
+    assert f"locator auto chose {detector.name}" in caplog.text
+    assert detector.detect(Image.new("RGB", (64, 64)), ["monitor"]).keys() == {"monitor"}
+
+
+def test_auto_chooses_owlv2_when_its_weights_load(tmp_path):
+    from deskgen.services.generator.devweights import build_dev_locator
+
+    detector = AutoDetector(f"file://{build_dev_locator(tmp_path / 'owlv2-tiny')}", placement=CPU)
+    detector.load()
+    assert detector.kind == "owlv2" and detector.name.endswith("(dev-random)") and detector.card.weights == "dev-random"
 
 
 def _png(image: Image.Image) -> bytes:

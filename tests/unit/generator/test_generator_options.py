@@ -8,7 +8,7 @@ from deskgen.common.errors import InvalidInputError
 from deskgen.common.request import MODES
 from deskgen.services.generator.presets import load_presets
 from deskgen.services.generator.settings import GeneratorSettings
-from deskgen.services.generator.request import derive_seed, parse_request, resolve_options, resolve_preset
+from deskgen.services.generator.request import Parts, derive_seed, parse_request, resolve_options, resolve_preset
 
 
 def test_defaults_come_from_the_settings_and_the_seed_from_the_job_id(tiny_settings):
@@ -60,9 +60,51 @@ def test_seed_derivation_is_stable_and_fits_four_bytes():
 
 def test_preset_comes_from_the_request_then_the_captioner_then_the_default():
     table = load_presets()
-    assert resolve_preset(table, {"preset": "mix"}, {"preset": "oil"}, "ott_3d").name == "mix"
-    assert resolve_preset(table, {}, {"preset": "oil"}, "ott_3d").name == "oil"
-    assert resolve_preset(table, {}, {}, "ott_3d").name == "ott_3d"
+    assert resolve_preset(table, {"preset": "mix"}, {"preset": "oil"}, "ott_3d")[0].name == "mix"
+    assert resolve_preset(table, {}, {"preset": "oil"}, "ott_3d")[0].name == "oil"
+    assert resolve_preset(table, {}, {}, "ott_3d") == (table.presets["ott_3d"], None)
+
+
+def test_the_base_preset_has_no_adapter_and_needs_none():
+    table = load_presets()
+    assert table.presets["base"].mix == () and table.presets["base"].group == "base"
+    missing = table.missing([])
+    assert "base" not in missing and set(missing) == set(table.names()) - {"base"}
+    assert missing["oil"] == ["dalle", "ott"] and table.missing(["ott", "3d"]).keys() == {
+        "dalle_only", "dalle_ott", "dalle_3d", "mix", "mspaint", "oil", "cartoon", "weekday"}
+
+
+def test_a_preset_the_request_names_whose_adapters_are_missing_is_rejected_naming_them(tiny_settings):
+    parts = Parts(unavailable=load_presets().missing(["ott", "3d"]))
+    with pytest.raises(InvalidInputError) as caught:
+        parse_request(_data({"preset": "oil"}), tiny_settings, load_presets(), "job-1", parts)
+    assert (caught.value.reason, caught.value.status) == ("preset_unavailable", "rejected")
+    assert "['dalle']" in caught.value.detail and "'ott_3d'" in caught.value.detail
+    assert parse_request(_data({"preset": "ott_3d"}), tiny_settings, load_presets(), "job-1", parts).preset.name == \
+        "ott_3d"
+
+
+@pytest.mark.parametrize("captioning, default, chosen_by", [
+    ({"prompt": "a desk", "preset": "oil"}, "ott_3d", "captioner"), ({"prompt": "a desk"}, "oil", "default")])
+def test_a_preset_the_request_did_not_name_falls_back_to_base_visibly(captioning, default, chosen_by):
+    settings = GeneratorSettings(default_preset=default, warmup=False)
+    parts = Parts(unavailable=load_presets().missing(["ott", "3d"]))
+    parsed = parse_request(_data({}, captioning), settings, load_presets(), "job-1", parts)
+    assert parsed.preset.name == "base" and parsed.preset.mix == ()
+    assert parsed.preset_fallback.as_dict() == {"requested": "oil", "used": "base", "chosen_by": chosen_by,
+                                                "reason": "preset_unavailable", "missing_adapters": ["dalle"]}
+
+
+@pytest.mark.parametrize("request_, parts, reason", [
+    ({"fast": True}, Parts(fast=False), "fast_unavailable"),
+    ({"mode": "keep_devices"}, Parts(locator=False), "keep_devices_unavailable"),
+])
+def test_a_part_that_is_off_rejects_the_jobs_that_need_it_with_its_own_reason(tiny_settings, request_, parts,
+                                                                             reason):
+    with pytest.raises(InvalidInputError) as caught:
+        parse_request(_data(request_), tiny_settings, load_presets(), "job-1", parts)
+    assert (caught.value.reason, caught.value.status) == (reason, "rejected")
+    assert parse_request(_data(request_), tiny_settings, load_presets(), "job-1", Parts()).options is not None
 
 
 def test_an_unknown_preset_is_rejected():
@@ -88,10 +130,12 @@ def test_fast_mode_and_strength_bounds_are_enforced(tiny_settings, request_, fie
     assert caught.value.reason == "options_out_of_bounds" and caught.value.detail.startswith(f"{field}=")
 
 
-def test_fast_is_refused_when_no_fast_lora_is_configured():
-    settings = GeneratorSettings(fast_lora="", warmup=False)
-    with pytest.raises(InvalidInputError, match="no fast LoRA"):
-        resolve_options({"fast": True}, settings, "job-1")
+def test_the_optional_parts_are_off_by_default(monkeypatch):
+    for part in ("LORA_DALLE", "LORA_OTT", "LORA_3D", "FAST_LORA", "SAM", "INPAINT_UNET"):
+        monkeypatch.delenv(f"DESKGEN_GENERATOR_{part}", raising=False)
+    settings = GeneratorSettings(warmup=False)
+    assert settings.lora_uris() == {"dalle": "", "ott": "", "3d": ""}
+    assert (settings.fast_lora, settings.sam, settings.inpaint_unet) == ("", "", "")
 
 
 def _data(request, captioning=None):

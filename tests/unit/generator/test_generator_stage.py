@@ -52,7 +52,10 @@ def test_handle_returns_a_png_of_the_requested_size_under_the_generated_key(stag
     assert (section["steps"], section["width"], section["height"]) == (2, 96, 64)
     assert section["seed"] == derive_seed("job-1")
     assert section["weights"] == "dev-random" and section["peak_gpu_mem_bytes"] is None
-    assert set(section["timings"]) == {"inference_ms", "encode_ms", "preset_switch_ms"}
+    timings = section["timings"]
+    assert set(timings) == {"inference_ms", "denoise_ms", "decode_ms", "encode_ms", "preset_switch_ms"}
+    assert 0 < timings["denoise_ms"] <= timings["inference_ms"] and timings["decode_ms"] > 0
+    assert section["locator"] == "off" and "preset_fallback" not in section
     assert section["model"]["version"] == "dev-random-tiny-seed0"
 
 
