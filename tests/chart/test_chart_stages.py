@@ -18,7 +18,8 @@ STAGE_ENV = {
     "DESKGEN_CLASSIFIER_MODEL", "DESKGEN_CLASSIFIER_THREADS", "DESKGEN_CAPTIONER_MODEL",
     "DESKGEN_CAPTIONER_THREADS", "DESKGEN_CAPTIONER_DEVICE", "DESKGEN_GENERATOR_MODEL",
     "DESKGEN_GENERATOR_LORA_DALLE", "DESKGEN_GENERATOR_LORA_OTT", "DESKGEN_GENERATOR_LORA_3D",
-    "DESKGEN_GENERATOR_DEVICE",
+    "DESKGEN_GENERATOR_DEVICE", "DESKGEN_GENERATOR_FAST_LORA", "DESKGEN_GENERATOR_SAM", "DESKGEN_GENERATOR_LOCATOR",
+    "DESKGEN_GENERATOR_LOCATOR_MODEL",
     "HOME", "HF_HOME",  # writable home and hub cache on the mounted volumes
 }
 SECRET_ENV = {"DESKGEN_KAFKA_SASL_USERNAME", "DESKGEN_KAFKA_SASL_PASSWORD", "DESKGEN_S3_ACCESS_KEY", "DESKGEN_S3_SECRET_KEY"}
@@ -80,6 +81,22 @@ def test_generator_gets_a_gpu_and_gpu_placement_by_default(render):
         assert "tolerations" not in spec and "affinity" not in spec
     assert env_of(deployments["captioner"])["DESKGEN_CAPTIONER_DEVICE"]["value"] == "cpu"
     assert env_of(deployments["classifier"])["DESKGEN_CLASSIFIER_THREADS"]["value"] == "2"
+
+
+def test_the_default_generator_configures_no_optional_part_and_each_can_be_set_or_switched_off(render):
+    """Only the base model by default: no private LoRA, fast LoRA or SAM (the service's own defaults are empty
+    too), the locator auto; the values set each part, and locator off switches keep_devices off."""
+    generator = env_of(stage_deployments(render.objects("default"))["generator"])
+    optional = {name for name in generator if "LORA" in name or name.endswith("_SAM")}
+    assert optional == set() and generator["DESKGEN_GENERATOR_LOCATOR"]["value"] == "auto"
+    sets = ("generator.loras.ott=s3://m/ott", "generator.fastLora=hf://ByteDance/SDXL-Lightning/l4.safetensors",
+            "generator.sam=hf://facebook/sam-vit-base", "generator.locator=off")
+    generator = env_of(stage_deployments(render.objects("default", KUBE_VERSIONS[-1], *sets))["generator"])
+    assert {name: generator[name]["value"] for name in generator if name.startswith("DESKGEN_GENERATOR_")
+            and name not in ("DESKGEN_GENERATOR_MODEL", "DESKGEN_GENERATOR_DEVICE")} == {
+        "DESKGEN_GENERATOR_LORA_OTT": "s3://m/ott",
+        "DESKGEN_GENERATOR_FAST_LORA": "hf://ByteDance/SDXL-Lightning/l4.safetensors",
+        "DESKGEN_GENERATOR_SAM": "hf://facebook/sam-vit-base", "DESKGEN_GENERATOR_LOCATOR": "off"}
 
 
 def test_gpu_captioner_scenario_moves_the_captioner_to_gpu_nodes(render):
@@ -156,6 +173,7 @@ def test_autoscaling_beyond_the_partitions_is_refused_unless_allowed(render):
     [
         (["classifier.typo=1"], "/classifier/typo"),
         (["generator.device=gpu"], "/generator/device"),
+        (["generator.locator=yolo"], "/generator/locator"),
         (["kafka.securityProtocol=SASL"], "/kafka/securityProtocol"),
         (["kafka.bootstrapServers=kafka"], "/kafka/bootstrapServers"),
         (["captioner.model=Salesforce/blip"], "/captioner/model"),
