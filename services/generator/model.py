@@ -178,7 +178,7 @@ class GeneratorModel:
         self.pipe, self.inpaint_pipe, self._card = sdxl.text2image, sdxl.inpaint, sdxl.card
         log.info("generator: %s (%s weights) on %s, adapters %s, %d LoRA layers, loaded in %.1f s", sdxl.card.name,
                  sdxl.card.weights, self.placement, sorted(self.lora_uris) or "none",
-                 len(self._switch) if self._switch else -1,
+                 len(self._switch) if self._switch is not None else -1,
                  time.perf_counter() - started)
 
     def warm_up(self, options: GenerationOptions, preset_names: Iterable[str]) -> None:
