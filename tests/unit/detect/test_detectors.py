@@ -4,6 +4,7 @@ ship with scikit-image and on drawn desks, and their decoding, suppression, orie
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -157,3 +158,17 @@ def test_unknown_names_and_missing_files_are_one_clear_error(tmp_path):
     empty = ObjectDetector(["ssd-oidv4"], tmp_path)
     with pytest.raises(FatalError, match=r"ssd-oidv4: ssd-oidv4.tflite, ssd-oidv4.labels not in .*stack/detectors.sh"):
         empty.load()
+
+
+def test_on_the_labelled_desk_photos_the_detectors_find_what_people_see(detector):
+    """tests/data/desk-photos: objects read by eye from each real photo; over the categories a detector covers."""
+    photos = ROOT / "tests" / "data" / "desk-photos"
+    covered = {category for kind in DETECTORS.values() for category in kind.categories.values()}
+    labelled = found = right = 0
+    for photo in json.loads((photos / "provenance.json").read_text()):
+        truth = set(photo["objects"]) & covered
+        seen = {d.label for d in detector.detect(load_photo(photos / photo["file"]))}
+        labelled, found, right = labelled + len(truth), found + len(seen), right + len(seen & truth)
+    assert labelled >= 10
+    assert right / labelled >= 0.7, f"recall {right}/{labelled}"
+    assert right / found >= 0.8, f"precision {right}/{found}"
