@@ -8,14 +8,16 @@ format), so the service loads it through exactly the code path it uses for Fluen
     <out>/loras/{dalle,ott,3d}/pytorch_lora_weights.safetensors
     <out>/loras/fast/pytorch_lora_weights.safetensors   the few-step LoRA of mode option fast
     <out>/sam/                            SAM (transformers: model and processor) for keep_devices masks
-    <out>/unet-inpaint/                   (tiny only) a 9-channel inpainting UNet
+    <out>/unet-inpaint/                   a 9-channel inpainting UNet, the base UNet with 5 input channels added
     <out>/deskgen-dev-weights.json        marks the weights as random (common.models.mark_dev_weights)
 
 ``tiny`` follows diffusers' test-sized SDXL (≈ 3–11 MB, a few hundred ms per image on a CPU) for
-tests and the demo. ``full`` uses the published SDXL architecture (2.6 B-parameter UNet, saved in
-fp16, ≈ 7 GB on disk, ≈ 14 GiB RAM to build) for GPU benchmarks only. The tokenizers are a small
-CLIP-style byte-level BPE learnt here from the seed's prompts, since no CLIP vocabulary is
-available offline; the text encoders' embedding tables keep their architectural size.
+tests and the demo. ``full`` uses the published architectures: SDXL base (2.6 B-parameter UNet) and
+an inpainting UNet of the same size, saved in fp16 (≈ 12 GB on disk, ≈ 14 GiB RAM to build), and SAM
+ViT-B; ``build_dev_locator(size="full")`` adds OWLv2 base (patch 16, 960² input). They serve the GPU
+benchmarks and the CPU rehearsal. The tokenizers are a small CLIP-style byte-level BPE learnt here
+from the seed's prompts, since no CLIP vocabulary is available offline; the text encoders' embedding
+tables keep their architectural size.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ _SIZES = {
         "dtype": torch.float16,
         "sam": {},  # transformers' SamConfig defaults: the sam-vit-base architecture
         "sam_side": 1024,
-        "inpaint_unet": False,  # another 2.6 B parameters; the full-size proof inpaints with the base UNet
+        "inpaint_unet": True,
     },
 }
 
@@ -175,32 +177,59 @@ def build_dev(out: pathlib.Path, size: str = "tiny", *, seed: int = 0, **options
         out / SAM_DIR)
     if spec["inpaint_unet"]:
         print(f"generator dev weights ({size}): inpainting UNet", flush=True)
-        UNet2DConditionModel(in_channels=9, out_channels=4, use_linear_projection=True,
-                             addition_embed_type="text_time", **spec["unet"]).save_pretrained(out / INPAINT_UNET_DIR)
+        del pipe  # the saved base UNet is reloaded without its adapters; only one full UNet in memory at a time
+        _save_inpaint_unet(out / "unet", out / INPAINT_UNET_DIR)
     mark_dev_weights(out, size=size, seed=seed)
     return out
 
 
-def build_dev_locator(out: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
-    """A tiny OWLv2 detector with random weights (``Owlv2ForObjectDetection`` + its processor,
-    ``save_pretrained`` layout, 64² input) for the generator's ``owlv2`` locator; return ``out``."""
+def _save_inpaint_unet(base_unet: pathlib.Path, folder: pathlib.Path) -> None:
+    """The 9-channel inpainting UNet (latents, mask, masked-image latents) made as SDXL's was: the base UNet
+    with its first convolution widened, the 5 new input channels small and random."""
+    unet = UNet2DConditionModel.from_pretrained(base_unet)
+    old = unet.conv_in
+    conv = torch.nn.Conv2d(9, old.out_channels, old.kernel_size, old.stride, old.padding, dtype=old.weight.dtype)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, :4] = old.weight
+        conv.weight[:, 4:] = torch.randn_like(conv.weight[:, 4:]) * 1e-3
+        conv.bias.copy_(old.bias)
+    unet.conv_in = conv
+    unet.register_to_config(in_channels=9)
+    unet.save_pretrained(folder)
+
+
+def build_dev_locator(out: pathlib.Path, size: str = "tiny", *, seed: int = 0) -> pathlib.Path:
+    """An OWLv2 detector with random weights (``Owlv2ForObjectDetection`` + its processor,
+    ``save_pretrained`` layout) for the generator's ``owlv2`` locator; return ``out``.
+
+    ``tiny``: 2 layers, 64² input. ``full``: the owlv2-base-patch16 architecture (transformers'
+    ``Owlv2Config`` defaults, 960² input, ≈ 155 M parameters).
+    """
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
+    if size not in _SIZES:
+        raise ValueError(f"size must be one of {sorted(_SIZES)}, not {size!r}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = _build_tokenizer(specials_last=True)
     tokenizer.model_max_length = 16
-    layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    config = Owlv2Config(
-        text_config=dict(**layers, vocab_size=len(tokenizer), max_position_embeddings=16,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(**layers, image_size=64, patch_size=16), projection_dim=32)
+    special = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id)
+    if size == "tiny":
+        layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+        config = Owlv2Config(text_config=dict(**layers, vocab_size=len(tokenizer), max_position_embeddings=16,
+                                              **special),
+                             vision_config=dict(**layers, image_size=64, patch_size=16), projection_dim=32)
+        processor_size = {"height": 64, "width": 64}
+    else:  # the embedding table keeps its architectural size, like the SDXL text encoders'
+        config = Owlv2Config(text_config=special)
+        side = config.vision_config.image_size
+        processor_size = {"height": side, "width": side}
     Owlv2ForObjectDetection(config).save_pretrained(out)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
-                   tokenizer=tokenizer).save_pretrained(out)
-    mark_dev_weights(out, size="tiny", seed=seed)
+    Owlv2Processor(image_processor=Owlv2ImageProcessor(size=processor_size), tokenizer=tokenizer).save_pretrained(out)
+    mark_dev_weights(out, size=size, seed=seed)
     return out
 
 
