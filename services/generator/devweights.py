@@ -178,15 +178,15 @@ def build_dev(out: pathlib.Path, size: str = "tiny", *, seed: int = 0, **options
     if spec["inpaint_unet"]:
         print(f"generator dev weights ({size}): inpainting UNet", flush=True)
         del pipe  # the saved base UNet is reloaded without its adapters; only one full UNet in memory at a time
-        _save_inpaint_unet(out / "unet", out / INPAINT_UNET_DIR)
+        _save_inpaint_unet(out / "unet", out / INPAINT_UNET_DIR, spec["dtype"])
     mark_dev_weights(out, size=size, seed=seed)
     return out
 
 
-def _save_inpaint_unet(base_unet: pathlib.Path, folder: pathlib.Path) -> None:
+def _save_inpaint_unet(base_unet: pathlib.Path, folder: pathlib.Path, dtype: torch.dtype) -> None:
     """The 9-channel inpainting UNet (latents, mask, masked-image latents) made as SDXL's was: the base UNet
-    with its first convolution widened, the 5 new input channels small and random."""
-    unet = UNet2DConditionModel.from_pretrained(base_unet)
+    with its first convolution widened, the 5 new input channels small and random; saved in ``dtype``."""
+    unet = UNet2DConditionModel.from_pretrained(base_unet, torch_dtype=dtype)
     old = unet.conv_in
     conv = torch.nn.Conv2d(9, old.out_channels, old.kernel_size, old.stride, old.padding, dtype=old.weight.dtype)
     with torch.no_grad():
