@@ -7,7 +7,7 @@ from deskgen.services.generator.model import GeneratorModel
 
 CPU = Placement.pick("cpu")
 
-TRANSITIONS = ["ott_3d", "dalle_only", "mix", "3d_only", "dalle_ott", "ott_3d"]
+TRANSITIONS = ["ott_3d", "dalle_only", "base", "mix", "3d_only", "dalle_ott", "ott_3d"]
 
 
 def _pixels(model, preset, options):
