@@ -62,7 +62,7 @@ class PresetFallback:
 
     def as_dict(self) -> dict[str, Any]:
         return {"requested": self.requested, "used": self.used, "chosen_by": self.chosen_by,
-                "reason": "preset_unavailable", "missing_adapters": self.missing}
+                "missing_adapters": self.missing}
 
 
 @dataclass(frozen=True)

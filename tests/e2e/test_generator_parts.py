@@ -51,7 +51,7 @@ def test_a_base_only_generator_serves_restyles_and_rejects_what_it_cannot_do(pip
     output = served["output"]
     assert (output["preset"], output["adapters"], output["locator"]) == ("base", {}, "off")
     assert output["preset_fallback"] == {"requested": "basic", "used": "base", "chosen_by": "captioner",
-                                         "reason": "preset_unavailable", "missing_adapters": ["ott", "3d"]}
+                                         "missing_adapters": ["ott", "3d"]}
     image = Image.open(io.BytesIO(pipeline.store.get(output["image_key"])))
     assert image.format == "PNG" and image.size == (output["width"], output["height"])
     for job, reason in (("job-oil", "preset_unavailable"), ("job-fast", "fast_unavailable"),

@@ -92,7 +92,7 @@ def test_a_preset_the_request_did_not_name_falls_back_to_base_visibly(captioning
     parsed = parse_request(_data({}, captioning), settings, load_presets(), "job-1", parts)
     assert parsed.preset.name == "base" and parsed.preset.mix == ()
     assert parsed.preset_fallback.as_dict() == {"requested": "oil", "used": "base", "chosen_by": chosen_by,
-                                                "reason": "preset_unavailable", "missing_adapters": ["dalle"]}
+                                                "missing_adapters": ["dalle"]}
 
 
 @pytest.mark.parametrize("request_, parts, reason", [

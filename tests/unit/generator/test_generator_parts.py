@@ -56,7 +56,7 @@ def test_a_preset_nobody_asked_for_by_name_falls_back_to_base_visibly(base_stage
     output = base_stage.handle(event, photo_blobs("job-base", Image.new("RGB", (64, 48), "gray"))).section
     assert (output["preset"], output["adapters"], output["image_key"]) == ("base", {}, "generated/job-base/base.png")
     assert output["preset_fallback"] == {
-        "requested": captioning_preset or default, "used": "base", "reason": "preset_unavailable",
+        "requested": captioning_preset or default, "used": "base",
         "chosen_by": "captioner" if captioning_preset else "default", "missing_adapters": ["ott", "3d"]}
     assert output["locator"] == "off" and output["weights"] == "dev-random"
 
