@@ -91,3 +91,24 @@ def test_no_serving_module_imports_a_dev_weights_builder():
             if any(name.endswith("devweights") for name in names):
                 importers.append(str(path.relative_to(SERVICES)))
     assert importers == []
+
+
+def test_building_the_components_resolves_nothing_loading_does(monkeypatch, tmp_path):
+    """Nothing downloads before /healthz: hub URIs for every part build fine; resolving happens in load()."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DESKGEN_MODEL_CACHE", str(tmp_path))
+    settings = GeneratorSettings(model="hf://nowhere/sdxl", lora_ott="hf://nowhere/ott",
+                                 fast_lora="hf://nowhere/fast/lora.safetensors", sam="hf://nowhere/sam",
+                                 locator="auto", device="cpu", warmup=False)
+    components = build_components(settings)
+    assert not components.model.loaded and list(tmp_path.iterdir()) == []
+    with pytest.raises(FatalError, match="cannot fetch hf://nowhere/sdxl"):
+        components.load()
+
+
+def test_the_parts_report_what_runs_where(bf16_components):
+    parts = {part["component"]: part for part in bf16_components.info()}
+    assert parts["locator"]["kind"] == "owlv2" and parts["locator"]["weights"] == "dev-random"
+    assert parts["sam"]["kind"] == "sam" and parts["inpaint_unet"]["kind"] == "unet"
+    assert parts["sdxl"]["weights"] == "dev-random" and parts["fast_lora"]["kind"] == "lora"
+    assert {part["placement"] for part in parts.values()} == {"cpu/bfloat16"}
