@@ -42,7 +42,7 @@ _OTHER_SENDERS = {
 }
 # Tables (the catalogue) are no pipeline hop: their reasons go on the DLQ records of refused table records,
 # never into a job's result.
-_TABLES = (ROOT / "common" / "catalogue", ROOT / "common" / "tables.py")
+_TABLES = (ROOT / "common" / "catalogue", ROOT / "common" / "tables.py", ROOT / "services" / "generator" / "styles.py")
 
 # Calls that carry a reason code as first argument (or reason=), and the status they end a job with.
 _REASON_CALLS = {"InvalidInputError": "rejected", "Reject": "rejected", "_reject": "rejected"}

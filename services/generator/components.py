@@ -22,8 +22,8 @@ import torch
 from deskgen.common.errors import FatalError
 from deskgen.common.models import ModelCard, ModelSources, identify, resolve
 
-__all__ = ["Placement", "RuntimeOptions", "Sdxl", "LORA_FILE", "lora_file", "load_sdxl", "load_sam", "load_owlv2",
-           "load_cam"]
+__all__ = ["Placement", "RuntimeOptions", "Sdxl", "LORA_FILE", "lora_file", "add_lora", "load_sdxl", "load_sam",
+           "load_owlv2", "load_cam"]
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -98,7 +98,6 @@ def load_sdxl(base_uri: str, lora_uris: Mapping[str, str], placement: Placement,
     ``lora_uris``), an optional replacement VAE and 9-channel inpainting UNet, placed and optionally compiled
     (``recompile_limit``: graphs per UNet, one per adapter mix)."""
     from diffusers import AutoencoderKL, StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
-    from safetensors.torch import load_file
 
     base_dir = resolve(base_uri, sources)
     lora_files = {name: lora_file(resolve(uri, sources)) for name, uri in lora_uris.items()}
@@ -110,7 +109,7 @@ def load_sdxl(base_uri: str, lora_uris: Mapping[str, str], placement: Placement,
                                                          **components)
         pipe.set_progress_bar_config(disable=True)
         for name, path in lora_files.items():
-            pipe.load_lora_weights(load_file(str(path)), adapter_name=name)
+            add_lora(pipe, None, name, path)
         inpaint_unet = _load_inpaint_unet(pipe, inpaint_unet_uri, lora_files, placement, sources) \
             if inpaint_unet_uri else None
     unets = (pipe.unet,) if inpaint_unet is None else (pipe.unet, inpaint_unet)
@@ -140,6 +139,22 @@ def load_sdxl(base_uri: str, lora_uris: Mapping[str, str], placement: Placement,
     return Sdxl(pipe, inpaint, adapted, identify(base_uri, base_dir))
 
 
+def add_lora(pipe, inpaint_unet, name: str, path: pathlib.Path) -> None:
+    """One adapter (diffusers or Kohya keys) into the pipeline's UNet and text encoders and, when there is one,
+    the dedicated inpainting UNet; peft places it on the device of the layers it wraps."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    pipe.load_lora_weights(dict(state), adapter_name=name)
+    if inpaint_unet is not None and inpaint_unet is not pipe.unet:
+        _lora_into_unet(pipe, inpaint_unet, name, state)
+
+
+def _lora_into_unet(pipe, unet, name: str, state: dict) -> None:
+    lora_state, alphas = pipe.lora_state_dict(state)
+    pipe.load_lora_into_unet(lora_state, alphas, unet=unet, adapter_name=name)
+
+
 def _load_inpaint_unet(pipe, uri: str, lora_files: Mapping[str, pathlib.Path], placement: Placement,
                        sources: ModelSources):
     """The dedicated inpainting UNet (a UNet folder or a pipeline with unet/), every adapter loaded into it too."""
@@ -153,8 +168,7 @@ def _load_inpaint_unet(pipe, uri: str, lora_files: Mapping[str, pathlib.Path], p
         raise FatalError(f"inpaint UNet {uri!r} has {unet.config.in_channels} input channels; "
                          "an SDXL inpainting UNet has 9 (latents, mask, masked-image latents)")
     for name, file in lora_files.items():
-        state, alphas = pipe.lora_state_dict(load_file(str(file)))
-        pipe.load_lora_into_unet(state, alphas, unet=unet, adapter_name=name)
+        _lora_into_unet(pipe, unet, name, load_file(str(file)))
     return unet
 
 

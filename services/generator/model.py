@@ -19,13 +19,14 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps
 
 from deskgen.common.errors import FatalError
 from deskgen.common.models import ModelCard, ModelSources
-from deskgen.services.generator.components import Placement, RuntimeOptions, load_sdxl
+from deskgen.services.generator.components import Placement, RuntimeOptions, add_lora, load_sdxl
 from deskgen.services.generator.masks import paste_back
 from deskgen.services.generator.presets import Preset, PresetTable, load_presets
 from deskgen.services.generator.schedulers import build_scheduler
@@ -146,6 +147,7 @@ class GeneratorModel:
         self.inpaint_pipe = None
         self._card: ModelCard | None = None
         self._switch: AdapterSwitch | None = None
+        self._adapted: tuple[torch.nn.Module, ...] = ()
         self._active: tuple[tuple[str, float], ...] | None = None
         self._schedulers: dict[str, object] = {}
 
@@ -172,6 +174,7 @@ class GeneratorModel:
         sdxl = load_sdxl(self.base_uri, self.lora_uris, self.placement, self.options, vae_uri=self.vae_uri,
                          inpaint_unet_uri=self.inpaint_unet_uri, recompile_limit=4 * len(self.presets.presets) + 2,
                          sources=self.sources)
+        self._adapted = sdxl.adapted
         if self.options.fast_switch:
             self._switch = AdapterSwitch(sdxl.adapted)
         self._schedulers = {"default": sdxl.text2image.scheduler}
@@ -180,6 +183,46 @@ class GeneratorModel:
                  sdxl.card.weights, self.placement, sorted(self.lora_uris) or "none",
                  len(self._switch) if self._switch is not None else -1,
                  time.perf_counter() - started)
+
+    def load_adapter(self, name: str, path: str, uri: str) -> None:
+        """Load the adapter ``name`` from a local LoRA file (replacing one of that name) while no job runs, and
+        check the presets again. A file whose keys are no LoRA's raises before the old adapter is unloaded."""
+        from safetensors.torch import load_file
+
+        if self.pipe is None:
+            raise RuntimeError("GeneratorModel.load() has not run")
+        state, _ = self.pipe.lora_state_dict(load_file(path))  # what is no LoRA fails here, the old adapter kept
+        if not any("lora" in key for key in state):
+            raise ValueError(f"{path} holds no LoRA weights (no lora_* keys)")
+        if name in self.lora_uris:
+            self.unload_adapter(name)
+        add_lora(self.pipe, self.inpaint_pipe.unet, name, Path(path))
+        for component in self._adapted:
+            component.to(dtype=self.placement.dtype)
+        self.lora_uris[name] = uri
+        self._adapters_changed()
+
+    def unload_adapter(self, name: str) -> None:
+        """Remove the adapter ``name`` (if loaded) while no job runs; the presets that use it become unavailable."""
+        if self.pipe is None or name not in self.lora_uris:
+            return
+        self.pipe.delete_adapters(name)
+        if self.inpaint_pipe.unet is not self.pipe.unet:
+            self.inpaint_pipe.unet.delete_adapters(name)
+        del self.lora_uris[name]
+        self._adapters_changed()
+
+    def set_presets(self, table: PresetTable) -> None:
+        """Serve ``table``'s presets (presets.json extended by the styles topic), each available when its
+        adapters are loaded."""
+        self.presets = table
+        self._adapters_changed()
+
+    def _adapters_changed(self) -> None:
+        if self.options.fast_switch and self._adapted:
+            self._switch = AdapterSwitch(self._adapted)  # new adapters may wrap new layers
+        self._active = None
+        self.unavailable = self.presets.missing(name for name in self.lora_uris if name != FAST_ADAPTER)
 
     def warm_up(self, options: GenerationOptions, preset_names: Iterable[str]) -> None:
         """Generate once per preset so kernels (and compiled graphs) exist before the first job."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -44,6 +44,16 @@ class PresetTable:
 
     def names(self, group: str | None = None) -> list[str]:
         return [name for name, preset in self.presets.items() if group is None or preset.group == group]
+
+    def with_rows(self, adapters: Iterable[str], presets: Mapping[str, Mapping[str, float]]) -> PresetTable:
+        """This table extended by the styles topic's rows (``styles.py``): their adapters after these, their
+        presets (group ``table``) replacing these of the same name. An adapter a preset names but nobody
+        published stays in its mix, so ``missing`` reports it."""
+        order = tuple(dict.fromkeys((*self.adapters, *adapters, *(a for mix in presets.values() for a in mix))))
+        merged = dict(self.presets)
+        for name, weights in presets.items():
+            merged[name] = Preset(name, "table", tuple((a, float(weights[a])) for a in order if a in weights))
+        return PresetTable(order, merged)
 
     def missing(self, configured: Iterable[str]) -> dict[str, list[str]]:
         """Preset → the adapters it needs that are not ``configured``, for each preset that cannot run."""

@@ -24,16 +24,19 @@ from deskgen.common import metrics
 from deskgen.common.errors import FatalError
 from deskgen.common.events import Event
 from deskgen.common.keys import generated_key, generated_mask_key
+from deskgen.common.models import resolve
 from deskgen.common.request import DEFAULT_MODE
 from deskgen.common.stage import Blob, Blobs, Emit, Stage
 from deskgen.services.generator.geometry import Box, Size, fit, into_crop, point_into_crop, upright_size
 from deskgen.services.generator.locate import Detection, Detector, build_detector, locate
 from deskgen.services.generator.masks import DeviceMasker
-from deskgen.services.generator.model import Generated, GeneratorModel, build_model
+from deskgen.services.generator.components import lora_file
+from deskgen.services.generator.model import FAST_ADAPTER, Generated, GeneratorModel, build_model
 from deskgen.services.generator.presets import BASE_PRESET
 from deskgen.services.generator.request import (KEEP_DEVICES, GenerationRequest, Parts, parse_request,
                                                 resolve_options)
 from deskgen.services.generator.settings import GeneratorSettings
+from deskgen.services.generator.styles import AdapterRow, StyleTable
 
 __all__ = ["GeneratorStage", "Components", "KeptDevices", "build_stage", "build_components", "encode_png"]
 
@@ -120,6 +123,13 @@ class GeneratorStage(Stage):
             raise FatalError(f"default preset {settings.default_preset!r} is not in the preset table")
         self.sizes = settings.aspect_buckets()
         self.parts = components.parts
+        # The styles topic (styles.py) extends the settings' adapters and presets.json while the service runs.
+        self.styles = StyleTable(self.model.sources)
+        self.tables = (self.styles,)
+        self._file_presets = self.model.presets
+        self._settings_adapters = {name: uri for name, uri in self.model.lora_uris.items() if name != FAST_ADAPTER}
+        self._table_adapters: dict[str, AdapterRow] = {}
+        self._table_presets: dict[str, dict[str, float]] = {}
 
     def load(self) -> None:
         self.components.load()
@@ -131,9 +141,49 @@ class GeneratorStage(Stage):
                 default if default in self.model.available else BASE_PRESET]
             self.model.warm_up(resolve_options({}, self.settings, "warmup"), presets)
 
+    def _follow_styles(self) -> None:
+        """Apply the styles topic's changes since the last job: adapters loaded, replaced or removed, presets
+        replaced; each adapter also serves as a preset of its own name at its default weight."""
+        changes = self.styles.take()
+        if not changes:
+            return
+        for change in changes:
+            kind, _, name = change.key.partition(":")
+            if kind == "preset":
+                if change.value is None:
+                    self._table_presets.pop(name, None)
+                else:
+                    self._table_presets[name] = dict(change.value.adapters)
+            else:
+                self._follow_adapter(name, change.value)
+        own = {name: {name: row.weight} for name, row in self._table_adapters.items()}
+        self.model.set_presets(self._file_presets.with_rows(self._table_adapters, {**own, **self._table_presets}))
+        self.parts = self.components.parts
+        self._report_parts()
+
+    def _follow_adapter(self, name: str, row: AdapterRow | None) -> None:
+        """Load a published adapter, or on its deletion restore the settings' adapter of that name (if any)."""
+        try:
+            if row is not None:
+                self.model.load_adapter(name, row.path, row.uri)
+                self._table_adapters[name] = row
+                log.info("generator: adapter %s loaded from %s", name, row.uri)
+                return
+            self._table_adapters.pop(name, None)
+            configured = self._settings_adapters.get(name)
+            if configured:
+                self.model.load_adapter(name, str(lora_file(resolve(configured, self.model.sources))), configured)
+            else:
+                self.model.unload_adapter(name)
+            log.info("generator: adapter %s deleted%s", name, f"; back to {configured}" if configured else "")
+        except Exception as exc:  # a file that is no LoRA: the adapter loaded before stays
+            log.error("generator: adapter %s not changed: %s: %s", name, type(exc).__name__, str(exc)[:300])
+
     def _report_parts(self) -> None:
         """One log line of what runs and what is off; the same in the metrics."""
         unavailable = self.parts.unavailable
+        metrics.COMPONENT_INFO.clear()  # adapters come and go with the styles topic
+        metrics.PRESET_AVAILABLE.clear()
         for part in self.components.info():
             metrics.COMPONENT_INFO.labels(stage=self.name, **part).set(1)
         for preset in self.model.presets.names():
@@ -146,6 +196,7 @@ class GeneratorStage(Stage):
                  self.components.masker.name)
 
     def handle(self, event: Event, blobs: Blobs) -> Emit:
+        self._follow_styles()  # between jobs: no adapter changes under a running one
         request = parse_request(event.data, self.settings, self.model.presets, event.job_id, self.parts)
         key = event.data["image_key"]
         timings: dict[str, float] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 from pathlib import Path
@@ -29,13 +30,19 @@ from deskgen.common.events import Record
 from deskgen.common.models import ModelSources, resolve
 from deskgen.common.tables import Change, Table
 from deskgen.services.generator.components import lora_file
+from deskgen.services.generator.model import FAST_ADAPTER
+from deskgen.services.generator.presets import BASE_PRESET
 
 __all__ = ["StyleTable", "AdapterRow", "PresetRow", "adapter_record", "preset_record", "tombstone", "STYLES_KIND",
            "STYLE_REASONS", "file_sha256", "describe"]
 
+log = logging.getLogger(__name__)
+
 STYLES_KIND = "styles"
 STYLE_REASONS = ("style_key_invalid", "style_record_invalid", "adapter_unresolved", "adapter_sha256_mismatch")
-_NAME = r"[a-z0-9][a-z0-9_-]{0,31}"
+_NAME = r"[a-z0-9_]{1,32}"  # the event schema's preset names; adapters like them
+# "base" is the base model alone; "fast" is the few-step LoRA of the settings.
+_RESERVED = {"preset": {BASE_PRESET}, "adapter": {FAST_ADAPTER}}
 _KEY = re.compile(rf"(adapter|preset):({_NAME})")
 
 
@@ -114,6 +121,8 @@ class StyleTable(Table):
                                     f"{problem['msg']}"[:300], status="failed") from None
         if row.name != name:
             raise InvalidInputError("style_record_invalid", f"key {key!r} but name {row.name!r}", status="failed")
+        if name in _RESERVED[kind]:
+            raise InvalidInputError("style_record_invalid", f"{kind} name {name!r} is reserved", status="failed")
         return self._fetched(row) if isinstance(row, AdapterRow) and self.fetch else row
 
     def _fetched(self, row: AdapterRow) -> AdapterRow:
@@ -135,6 +144,8 @@ class StyleTable(Table):
                 else:
                     self.rows[change.key] = change.value
             self._queue.extend(changes)
+        for change in changes:
+            log.info("styles: %s %s", "deleted" if change.value is None else "queued", change.key)
 
     def take(self) -> list[Change]:
         """The changes applied since the last call, in order (the generator's side of the queue)."""

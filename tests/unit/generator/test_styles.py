@@ -57,3 +57,38 @@ def test_changes_queue_in_order_until_taken():
     assert [(c.key, c.value) for c in table.take()] == [("preset:cosy", preset), ("adapter:warm", None),
                                                         ("preset:cosy", None)]
     assert table.take() == []
+
+
+def test_table_presets_extend_the_file_and_name_what_they_lack():
+    from deskgen.services.generator.presets import load_presets
+
+    table = load_presets().with_rows(["warm"], {"cosy": {"warm": 0.5, "cold": 1.0}, "ott_only": {"warm": 1.0}})
+    assert table.adapters[:3] == ("dalle", "ott", "3d") and set(table.adapters[3:]) == {"warm", "cold"}
+    assert table.presets["cosy"].group == "table" and table.presets["ott_only"].adapters == {"warm": 1.0}
+    assert table.missing(["warm"])["cosy"] == ["cold"] and "ott_only" not in table.missing(["warm"])
+    assert table.presets["base"].mix == ()
+
+
+def test_an_adapter_loads_and_unloads_without_a_restart(tiny_dir, tiny_loras, tiny_options):
+    from deskgen.services.generator.model import GeneratorModel
+    from deskgen.services.generator.presets import load_presets
+
+    from conftest import CPU
+
+    model = GeneratorModel(str(tiny_dir), {}, placement=CPU)
+    model.load()
+    model.set_presets(load_presets().with_rows(["warm"], {"warm": {"warm": 1.0}}))
+    assert "warm" in model.unavailable
+    base = model.generate("a desk", "", model.presets.presets["base"], tiny_options).image
+    path = str(lora_file(tiny_loras["ott"]))
+    model.load_adapter("warm", path, "file://warm")
+    assert "warm" not in model.unavailable
+    warm = model.generate("a desk", "", model.presets.presets["warm"], tiny_options).image
+    assert warm.tobytes() != base.tobytes()
+    with pytest.raises(Exception):
+        model.load_adapter("warm", str(tiny_dir / "unet" / "diffusion_pytorch_model.safetensors"), "file://unet")
+    assert model.lora_uris["warm"] == "file://warm", "a file that is no LoRA leaves the adapter loaded before"
+    model.unload_adapter("warm")
+    assert model.unavailable["warm"] == ["warm"]
+    again = model.generate("a desk", "", model.presets.presets["base"], tiny_options).image
+    assert again.tobytes() == base.tobytes(), "unloading restores the base model exactly"

@@ -8,38 +8,18 @@ from dataclasses import replace
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from deskgen.common.errors import FatalError
 from deskgen.services.generator.components import LORA_FILE
 from deskgen.services.generator.train_lora import CARD_FILE, LoraTraining, train_lora
-
-ASPECTS = ((96, 72), (72, 96), (120, 68), (80, 80))
-
-
-def _styles(folder, count: int = 12) -> None:
-    """Half the photos red with white stripes ("stripes"), half blue with black dots ("dots")."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        size = ASPECTS[i % len(ASPECTS)]
-        striped = i % 2 == 0
-        image = Image.new("RGB", size, (200, 30, 30) if striped else (20, 40, 200))
-        draw = ImageDraw.Draw(image)
-        for x in range(0, size[0], 8):
-            for y in range(0, size[1], 8):
-                if striped:
-                    draw.line([(x, 0), (x, size[1])], fill=(250, 250, 250), width=2)
-                else:
-                    draw.ellipse([x, y, x + 3, y + 3], fill=(0, 0, 0))
-        image.save(folder / f"photo-{i:02}.jpg")
-        (folder / f"photo-{i:02}.txt").write_text("stripes desk" if striped else "dots desk")
+from support.drawn_styles import draw_styles
 
 
 @pytest.fixture(scope="module")
 def job(tiny_dir, tmp_path_factory):
     data = tmp_path_factory.mktemp("styles")
-    _styles(data)
+    draw_styles(data)
     return LoraTraining(base=f"file://{tiny_dir}", data=str(data), out=tmp_path_factory.mktemp("lora"),
                         name="stripes", rank=4, alpha=4, learning_rate=2e-3, steps=40, resolution=64,
                         checkpoint_every=20, validation_steps=2)
@@ -97,7 +77,7 @@ def test_resume_continues_the_run_exactly(trained, job, tmp_path):
 
 
 def test_corrupt_photos_are_named_and_left_out(job, tmp_path):
-    _styles(tmp_path / "data", count=4)
+    draw_styles(tmp_path / "data", count=4)
     (tmp_path / "data" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     report = train_lora(replace(job, data=str(tmp_path / "data"), out=tmp_path / "out", steps=2,
                                 checkpoint_every=0, validation_steps=0))
