@@ -6,7 +6,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" k8s
 PY="${PY:-.venv/bin/python}"
 PHASES=.cache/k8s/timings.tsv  # k8s/tests add their rows and print the table
-mkdir -p .cache/k8s && : > "$PHASES"
+mkdir -p .cache/k8s && : > "$PHASES" && rm -f .cache/k8s/faults.txt .cache/k8s/faults.png
 
 phase "build Kubernetes, KWOK, Helm (cached)" k8s/build-tools.sh
 phase "build images (base, wheels, stages, dev deps)" k8s/images.sh build

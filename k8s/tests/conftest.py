@@ -24,6 +24,7 @@ sys.path += [str(ROOT / "stack"), str(ROOT / "tests")]  # samples, pipeline; cha
 BIN = ROOT / ".cache" / "k8s" / "bin"
 KUBECONFIG = ROOT / ".cache" / "k8s" / "run" / "admin.kubeconfig"
 TIMINGS = ROOT / ".cache" / "k8s" / "timings.tsv"
+FAULTS = ROOT / ".cache" / "k8s" / "faults.txt"  # the faults tests' report
 NAMESPACE = "deskgen"
 RELEASE = "deskgen"
 STAGES = tuple(topology.STAGES)
@@ -80,6 +81,10 @@ def wait_until(what: str, predicate, timeout: float, interval: float = 2.0):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if FAULTS.exists():
+        terminalreporter.section("faults (this run; seconds since the load started)")
+        for line in FAULTS.read_text().splitlines():
+            terminalreporter.write_line(f"  {line}")
     if not TIMINGS.exists():
         return
     rows = [(line.split("\t") + [""])[:3] for line in TIMINGS.read_text().splitlines() if "\t" in line]
