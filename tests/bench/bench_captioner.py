@@ -229,14 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · {_cpu_line(args.threads)} · torch {torch.__version__}, "
           f"transformers {transformers.__version__}, onnxruntime {onnxruntime.__version__} · {size} dev weights "
           f"(random) · median of {reps} after 1 warm-up · load average before: {_load()}\n")
-    rows, throughput = [], []
+    rows, throughput, failed = [], [], []
     for isa in args.isa.split(","):
         child_args = [a for a in (argv if argv is not None else sys.argv[1:])] + ["--child"]
         env = {**os.environ, **ISA_CAPS[isa]}
         done = subprocess.run([sys.executable, __file__, *child_args], env=env, capture_output=True, text=True)
-        if done.returncode:
-            print(f"{isa} run failed:\n{done.stderr[-3000:]}")
-            return 1
+        if done.returncode:  # the other runs' rows are still printed
+            failed.append(f"{isa} run failed:\n{done.stderr[-3000:]}")
         for line in done.stdout.splitlines():
             if line.startswith("{"):
                 row = json.loads(line)
@@ -263,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {t['run']} ({t['isa']}) | {t['throughput']} | {t['batch']} | {t['photos_s']:.2f} | "
               f"{t['ms_per_photo']:.0f} |")
     print(f"\nload average after: {_load()} (above {args.threads} means other processes shared the cores)")
-    return 0
+    print("\n".join(failed))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
