@@ -67,3 +67,17 @@ def test_auto_takes_the_isas_cpu_path_and_explicit_settings_win(weights):
 def test_onnxruntime_refuses_what_it_does_not_run(weights, options):
     with pytest.raises(FatalError, match="onnxruntime backend"):
         BlipCaptioner(weights.as_uri(), SEED_PROMPTS, backend="onnxruntime", **options)
+
+
+def test_the_stage_reports_its_path_in_the_log_and_a_metric(weights, tmp_path, caplog):
+    from prometheus_client import REGISTRY
+
+    from deskgen.services.captioner.stage import CaptionerStage
+
+    captioner = BlipCaptioner(weights.as_uri(), SEED_PROMPTS, backend="onnxruntime", precision="fp32",
+                              onnx_cache=tmp_path / "onnx", threads=1)
+    with caplog.at_level("INFO", logger="deskgen.captioner"):
+        CaptionerStage(captioner, batch_max=3).load()
+    labels = {"stage": "captioner", "backend": "onnxruntime", "precision": "fp32", "isa": captioner.isa}
+    assert REGISTRY.get_sample_value("deskgen_captioner_backend_info", labels) == 1
+    assert f"BLIP on onnxruntime, fp32 (chosen for {captioner.isa}), batches of up to 3 photos" in caplog.text
