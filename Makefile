@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration test-e2e env bench chart-check chaos lint asyncapi
+.PHONY: help setup stack-up stack-down stack-status topics dev-models demo test test-unit test-integration test-e2e env bench bench-gpu chart-check chaos lint asyncapi
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) tests/bench/bench_catalogue.py
 	$(PY) tests/bench/bench_products.py
 	$(PY) tests/bench/soak_generator.py
+
+bench-gpu: setup ## GPU benchmarks in one command (service vs plain diffusers, p50/p95, peak GPU memory); needs CUDA; smoke test without one: make bench-gpu ARGS="--device cpu --size tiny --repeats 2"
+	$(PY) tests/bench/gpu.py $(ARGS)
 
 # ---- Kubernetes (k8s/; root on Debian: stack/system-deps.sh k8s installs the packages) ----
 .PHONY: k8s-tools images k8s-up k8s-down k8s-test k8s-demo

@@ -49,6 +49,9 @@ _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 _MERGES = 400  # with 2 special and 512 byte symbols this stays under the tiny text encoders' 1000 ids
 _UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 _TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+# OWLv2 reads queries of at most 16 tokens; the dev vocabulary spells a query such as "a photo of a laptop stand"
+# in up to 20, so the dev locator's text model takes 32.
+_OWL_QUERY_TOKENS = 32
 
 # Architecture sizes. "full" is the published SDXL base layout (which Fluently-XL-v2 keeps).
 _SIZES = {
@@ -204,7 +207,7 @@ def build_dev_locator(out: pathlib.Path, size: str = "tiny", *, seed: int = 0) -
     ``save_pretrained`` layout) for the generator's ``owlv2`` locator; return ``out``.
 
     ``tiny``: 2 layers, 64² input. ``full``: the owlv2-base-patch16 architecture (transformers'
-    ``Owlv2Config`` defaults, 960² input, ≈ 155 M parameters).
+    ``Owlv2Config`` defaults, 960² input, ≈ 155 M parameters). Both read queries of ``_OWL_QUERY_TOKENS``.
     """
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
@@ -214,13 +217,12 @@ def build_dev_locator(out: pathlib.Path, size: str = "tiny", *, seed: int = 0) -
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = _build_tokenizer(specials_last=True)
-    tokenizer.model_max_length = 16
+    tokenizer.model_max_length = _OWL_QUERY_TOKENS
     special = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                   pad_token_id=tokenizer.pad_token_id)
+                   pad_token_id=tokenizer.pad_token_id, max_position_embeddings=_OWL_QUERY_TOKENS)
     if size == "tiny":
         layers = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-        config = Owlv2Config(text_config=dict(**layers, vocab_size=len(tokenizer), max_position_embeddings=16,
-                                              **special),
+        config = Owlv2Config(text_config=dict(**layers, vocab_size=len(tokenizer), **special),
                              vision_config=dict(**layers, image_size=64, patch_size=16), projection_dim=32)
         processor_size = {"height": 64, "width": 64}
     else:  # the embedding table keeps its architectural size, like the SDXL text encoders'

@@ -133,7 +133,7 @@ def _cpu_full_proof_rows() -> list:
     base = dev_models_dir() / "generator-full"
     if not (base / SAM_DIR / "config.json").is_file():
         build_dev(base, size="full")
-    _reset_peak_rss()
+    reset_peak_rss()
     started = time.perf_counter()
     cpu = Placement.pick("cpu")
     model = GeneratorModel(str(base), {name: str(base / "loras" / name) for name in load_presets().adapters},
@@ -142,31 +142,31 @@ def _cpu_full_proof_rows() -> list:
     masker = DeviceMasker(str(base / SAM_DIR), grow=0.02, placement=cpu)
     masker.load()
     rows = [(f"full SDXL ({model.card.weights} weights, {str(cpu.dtype).removeprefix('torch.')}) on CPU: load",
-             f"{time.perf_counter() - started:.1f} s, peak RSS {_peak_rss_gib():.2f} GiB")]
+             f"{time.perf_counter() - started:.1f} s, peak RSS {peak_rss_gib():.2f} GiB")]
     options = GenerationOptions(steps=2, guidance=5.0, width=1024, height=1024, scheduler="default", seed=1,
                                 strength=1.0)
     prompt, negative = evaluation_prompts()[0][0], evaluation_prompts()[1]
     preset = model.presets.presets["ott_3d"]
-    _reset_peak_rss()
+    reset_peak_rss()
     result = model.generate(prompt, negative, preset, options)
     rows.append(("restyle, 1024², 2 steps", f"{result.inference_ms / 1000:.1f} s/image, output "
-                 f"{'×'.join(map(str, result.image.size))}, peak RSS {_peak_rss_gib():.2f} GiB"))
-    _reset_peak_rss()
+                 f"{'×'.join(map(str, result.image.size))}, peak RSS {peak_rss_gib():.2f} GiB"))
+    reset_peak_rss()
     photo, keep = _desk_and_mask(masker, (1024, 1024))
     kept = 1 - keep.histogram()[0] / (1024 * 1024)
     result = model.inpaint(prompt, negative, preset, options, photo, keep, feather_px=6)
     rows.append((f"keep_devices (SAM vit-base arch mask, {kept:.0%} kept), 1024², 2 steps",
                  f"{result.inference_ms / 1000:.1f} s/image, output {'×'.join(map(str, result.image.size))}, "
-                 f"peak RSS {_peak_rss_gib():.2f} GiB (mask included)"))
+                 f"peak RSS {peak_rss_gib():.2f} GiB (mask included)"))
     return rows
 
 
-def _reset_peak_rss() -> None:
+def reset_peak_rss() -> None:
     """Reset this process's peak RSS (VmHWM) to its current RSS (Linux ≥ 4.0)."""
     pathlib.Path("/proc/self/clear_refs").write_text("5")
 
 
-def _peak_rss_gib() -> float:
+def peak_rss_gib() -> float:
     """This process's peak RSS since the last reset (GiB)."""
     for line in pathlib.Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
