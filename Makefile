@@ -95,6 +95,7 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 
 bench-gpu: setup ## GPU benchmarks in one command (service vs plain diffusers, p50/p95, peak GPU memory); needs CUDA; smoke test without one: make bench-gpu ARGS="--device cpu --size tiny --repeats 2"
 	$(PY) tests/bench/gpu.py $(ARGS)
+	$(if $(ARGS),,$(PY) tests/bench/bench_captioner.py --gpu --isa native)
 
 # ---- Kubernetes (k8s/; root on Debian: stack/system-deps.sh k8s installs the packages) ----
 .PHONY: k8s-tools images k8s-up k8s-down k8s-test k8s-demo
