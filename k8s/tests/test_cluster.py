@@ -435,8 +435,8 @@ def test_no_job_lost_or_duplicated_once_the_backlog_drains(chaos, pipeline):
 
 
 def test_every_hard_kill_interrupted_a_job_it_held(chaos):
-    """From the jobs' timelines: each killed pod held a job queued before the kill whose committed run of
-    that stage began after it (on the restarted pod or another)."""
+    """From the jobs' timelines: a killed pod held a job queued before the kill whose committed run of that
+    stage began after it (on the restarted pod or another) — for at least 10 kills, on every stage."""
     by_job = chaos.get("by_job")
     assert by_job is not None, "the counting test did not run"
     kills = [f for f in chaos["faults"] if f.target in STAGES]
@@ -445,7 +445,11 @@ def test_every_hard_kill_interrupted_a_job_it_held(chaos):
         for fault in kills:
             report.write(f"{fault.kind} {fault.target} {fault.pod}: interrupted {len(proven[id(fault)])} "
                          f"held job(s), e.g. {proven[id(fault)][:2]}\n")
-    assert all(proven.values()), [(f.kind, f.target, f.pod) for f in kills if not proven[id(f)]]
+    # A job can finish in the instant between seeing it held and the kill: the issue asks for ≥ 10 proven kills,
+    # from every stage, so 12 are aimed and the unproven ones are named in the report.
+    proven_kills = [f for f in kills if proven[id(f)]]
+    unproven = [(f.kind, f.target, f.pod) for f in kills if not proven[id(f)]]
+    assert len(proven_kills) >= 10 and {f.target for f in proven_kills} == set(STAGES), unproven
 
 
 def test_fault_plot_is_written(chaos):
