@@ -33,7 +33,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from rehearse_generator import captioned, desk_photo_4x3, photo_blobs  # noqa: E402
+from rehearse_generator import captioned, desk_photo_4x3, keep_middle_if_dev_random, photo_blobs  # noqa: E402
 from deskgen.common.models import ModelSources, dev_models_dir, resolve  # noqa: E402
 from deskgen.services.generator.components import lora_file  # noqa: E402
 from deskgen.services.generator.devweights import (FAST_LORA, INPAINT_UNET_DIR, SAM_DIR, build_dev,  # noqa: E402
@@ -92,8 +92,7 @@ def generator_rows(args) -> list[Row]:
     stage = build_stage(settings)
     stage.load()
     detector = stage.components.detector
-    if detector is not None and "dev-random" in detector.name:
-        detector.min_score = 0.0  # random scores: keep its best boxes so that SAM and the inpainting run
+    keep_middle_if_dev_random(detector)
     service: dict[str, tuple[list[float], list[float], int]] = {}
     outputs: dict[str, dict] = {}
     masks = {}
