@@ -93,9 +93,10 @@ bench: setup ## benchmarks; prints tables (run alone: 2 cores are noisy)
 	$(PY) tests/bench/bench_products.py
 	$(PY) tests/bench/soak_generator.py
 
-bench-gpu: setup ## GPU benchmarks in one command (service vs plain diffusers, p50/p95, peak GPU memory); needs CUDA; smoke test without one: make bench-gpu ARGS="--device cpu --size tiny --repeats 2"
+bench-gpu: setup ## GPU benchmarks in one command (generator service vs plain diffusers, captioner fp16, LoRA training steps/s); needs CUDA; smoke test without one: make bench-gpu ARGS="--device cpu --size tiny --repeats 2"
 	$(PY) tests/bench/gpu.py $(ARGS)
 	$(if $(ARGS),,$(PY) tests/bench/bench_captioner.py --gpu --isa native)
+	$(if $(ARGS),,$(PY) tests/bench/bench_train_lora.py --device cuda)
 
 # ---- Kubernetes (k8s/; root on Debian: stack/system-deps.sh k8s installs the packages) ----
 .PHONY: k8s-tools images k8s-up k8s-down k8s-test k8s-demo

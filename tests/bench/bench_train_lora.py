@@ -37,6 +37,8 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration")
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
+                        help="dtype of the frozen parts (auto: fp16 on cuda, fp32 on cpu)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args()
     if args.one:
@@ -52,12 +54,13 @@ def main() -> int:
     where = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores, {platform.processor() or '?'})"
     print(f"# bench_train_lora — {datetime.datetime.now().isoformat(timespec='minutes')} — {platform.node()}, "
           f"{where}, torch {torch.__version__}; dev-random {args.size} SDXL, {args.resolution}² buckets, batch 1, "
-          f"rank {args.rank}, cached latents\n")
+          f"rank {args.rank}, frozen parts {args.dtype}, cached latents\n")
     print("| gradient checkpointing | steps | encode s | s/step | steps/s | peak memory GiB | 3,000 steps |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for mode in ("plain", "checkpointing"):
         command = [sys.executable, __file__, "--one", mode, "--device", args.device, "--size", args.size,
-                   "--resolution", str(args.resolution), "--steps", str(args.steps), "--rank", str(args.rank)]
+                   "--resolution", str(args.resolution), "--steps", str(args.steps), "--rank", str(args.rank),
+                   "--dtype", args.dtype]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"| {mode} | failed: {done.stderr.strip().splitlines()[-1:]} | | | | | |")
@@ -85,6 +88,7 @@ def _run_one(args, checkpointing: bool) -> dict:
         _photos(data, args.resolution)
         job = LoraTraining(base=f"file://{base}", data=str(data), out=pathlib.Path(scratch) / "out", rank=args.rank,
                            alpha=args.rank, steps=args.steps, resolution=args.resolution, device=args.device,
+                           dtype=args.dtype,
                            gradient_checkpointing=checkpointing, checkpoint_every=0, validation_steps=0)
         if torch.cuda.is_available() and args.device != "cpu":
             torch.cuda.reset_peak_memory_stats()
