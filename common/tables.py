@@ -31,7 +31,7 @@ from .kafka import make_producer, make_reader
 from .records import dlq_record
 from .settings import KafkaSettings, RuntimeSettings
 
-__all__ = ["Change", "Table", "TableFeed", "Tables", "FEED_REASONS", "publish"]
+__all__ = ["Change", "Table", "TableFeed", "Tables", "FEED_REASONS", "publish", "replay"]
 
 log = logging.getLogger("deskgen.tables")
 
@@ -276,6 +276,16 @@ class Tables:
     def close(self) -> None:
         for feed in self.feeds:
             feed.close()
+
+
+def replay(table: Table, kafka: KafkaSettings, runtime: RuntimeSettings, *, stage: str = "cli") -> None:
+    """Apply ``table``'s topic from the beginning to its end once, then stop (a CLI's view of the table)."""
+    feed = TableFeed(table, kafka, runtime, stage=stage)
+    feed.start()
+    try:
+        feed.wait()
+    finally:
+        feed.close()
 
 
 def publish(kafka: KafkaSettings, topic: str, records: Iterable[Any], timeout: float = 60.0) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import FatalError, InvalidInputError
 from ..settings import KafkaSettings, RuntimeSettings, load
-from ..tables import TableFeed
+from ..tables import replay
 from .products import product_record, publish, tombstone_record
 
 __all__ = ["cli"]
@@ -62,12 +62,7 @@ def _search(text: str, k: int, kafka: KafkaSettings, runtime: RuntimeSettings) -
 
     catalogue = Catalogue(SentenceEmbedder(), stage="cli")
     catalogue.load()
-    feed = TableFeed(catalogue, kafka, runtime, stage="cli")
-    feed.start()
-    try:
-        feed.wait()
-    finally:
-        feed.close()
+    replay(catalogue, kafka, runtime)
     for score, product in catalogue.search(text, k):
         price = product["price"]
         print(f"{score:.3f}  {product['id']:<16} {product['category']:<12} {product['brand']} {product['name']}"

@@ -7,7 +7,7 @@ import argparse
 from deskgen.common.errors import DeskgenError, FatalError
 from deskgen.common.models import ModelSources, resolve
 from deskgen.common.settings import KafkaSettings, RuntimeSettings, load
-from deskgen.common.tables import TableFeed, publish
+from deskgen.common.tables import publish, replay
 from deskgen.services.generator.components import lora_file
 from deskgen.services.generator.presets import load_presets
 from deskgen.services.generator.styles import (STYLES_KIND, AdapterRow, PresetRow, StyleTable, adapter_record,
@@ -82,10 +82,5 @@ def _publish_preset(name: str, mix: list[str], kafka: KafkaSettings, runtime: Ru
 
 def _replay(kafka: KafkaSettings, runtime: RuntimeSettings) -> StyleTable:
     table = StyleTable(fetch=False)
-    feed = TableFeed(table, kafka, runtime, stage="cli")
-    feed.start()
-    try:
-        feed.wait()
-    finally:
-        feed.close()
+    replay(table, kafka, runtime)
     return table
