@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -102,12 +102,24 @@ class Catalogue(Table):
             return np.empty((0, self.embedder.dim), dtype=np.float32)
         return np.stack([self._cache.get(k) for k in keys])
 
-    def best(self, category: str, query: np.ndarray, k: int = 1) -> list[tuple[float, dict[str, Any]]]:
-        """The ``k`` available products of ``category`` most similar to ``query`` (score, product)."""
+    def best(self, category: str, query: np.ndarray, k: int = 1,
+             keep: Callable[[dict[str, Any]], bool] | None = None) -> list[tuple[float, dict[str, Any]]]:
+        """The ``k`` available products of ``category`` most similar to ``query`` (score, product); with
+        ``keep``, only products it accepts (the search widens until ``k`` are kept or the category is spent)."""
         with self._lock:
             index = self._indexes.get(category)
-            hits = index.search(query, k) if index is not None else []
-            return [(score, self.products[pid]) for pid, score in hits]
+            wanted = k
+            while index is not None:
+                hits = [(score, self.products[pid]) for pid, score in index.search(query, wanted)]
+                kept = [hit for hit in hits if keep is None or keep(hit[1])]
+                if len(kept) >= k or wanted >= len(index):
+                    return kept[:k]
+                wanted *= 4
+            return []
+
+    def vectors(self, products: list[dict[str, Any]]) -> np.ndarray:
+        """The unit vectors the index holds for ``products`` (rows in their order)."""
+        return self._embed([product_text(p) for p in products])
 
     def search(self, text: str, k: int = 10) -> list[tuple[float, dict[str, Any]]]:
         """The ``k`` available products most similar to ``text``, any category."""
