@@ -103,7 +103,7 @@ _Validator = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})
 def _validator(kind: str) -> Draft202012Validator:
     folder = _SCHEMAS
     resources = []
-    for name in ("defs", *KINDS):
+    for name in ("defs", "product", *KINDS):  # product.json: the category vocabulary
         schema = json.loads((folder / f"{name}.json").read_text())
         resources.append((schema["$id"], Resource.from_contents(schema)))
         resources.append((f"{name}.json", Resource.from_contents(schema)))

@@ -8,35 +8,46 @@ Desired objects come from every real signal the job carries:
 - the object detectors' detections (``common/detect``, real even offline; already named by category): a
   category seen adds its best detection score to its weight.
 
-Categories are ordered by weight (then name); each gets its best available product (at most
-``per_category``) by cosine similarity between the query "<category>, <phrases>, <style>" and the product's
-text, until ``limit`` products are chosen; ``style`` is the job's concept in words (``concept_style``), so
-the same desk gets other products under another concept. No brand is chosen twice in one job (the next
-best product of another brand stands in). Deterministic: the same job gets the same products. Each carries
-its score and the words that chose it.
+The request narrows them (``Preferences``): ``request.categories.exclude`` drops categories;
+``request.categories.include`` keeps only its categories and adds those the photo does not show, after the
+seen ones (words ``requested:<category>``); ``request.budget`` keeps only products priced in its currency at
+or below its amount (no exchange rates, so other currencies are left out).
+
+Categories are ordered by weight (then name); each gets at most ``per_category`` products, until ``limit``
+are chosen. Its ``candidates`` products most similar (cosine) to the query "<category>, <phrases>, <style>"
+(``style``: the job's concept in words, ``concept_style``, so the same desk gets other products under another
+concept) that fit the budget and whose brand the job has not chosen yet (no brand twice) are ranked by
+maximal marginal relevance: each pick maximises ``mmr_lambda`` × relevance − (1 − ``mmr_lambda``) × its
+highest cosine similarity to any product already chosen for the job. Relevance is the cosine similarity plus a
+per-job offset in [0, ``job_variety``) drawn from a hash of the job id and product id, so near-ties go
+different ways for different jobs. Deterministic: the same job gets the same products. Each carries its
+score (the cosine similarity) and the words that chose it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+import numpy as np
 
 from deskgen.common import metrics
 from deskgen.common.catalogue import categories
 from deskgen.common.catalogue.embedder import SentenceEmbedder
 from deskgen.common.catalogue.index import Catalogue
+from deskgen.common.errors import InvalidInputError
 from deskgen.common.models import ModelSources
 
 from .keywords import Keyword, objects_in, split_items, strip_echo
 from .prompts import ConceptBook, select_concept
 from .settings import CaptionerSettings
 
-__all__ = ["Desire", "Recommendation", "Recommender", "build_recommender", "concept_style", "desires",
-           "products_phrase"]
+__all__ = ["Desire", "Preferences", "Recommendation", "Recommender", "build_recommender", "concept_style",
+           "desires", "job_offset", "mmr_order", "products_phrase"]
 
 _FIELDS = ("id", "name", "brand", "category", "sub_category", "price", "shop", "url", "image")
-_BRAND_RESERVE = 8  # candidates beyond per_category, so a category can skip brands already chosen
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,77 @@ class Desire:
     @property
     def query(self) -> str:
         return ", ".join((self.category, *self.phrases))
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What the request asks of its products (``request.categories``, ``request.budget``; schema-checked)."""
+
+    include: tuple[str, ...] = ()
+    exclude: frozenset[str] = frozenset()
+    budget: tuple[float, str] | None = None  # (amount, currency): the most one product may cost
+
+    @classmethod
+    def of(cls, request: dict[str, Any]) -> "Preferences":
+        """Raises InvalidInputError(categories_conflict) when a category is both included and excluded."""
+        chosen = request.get("categories") or {}
+        include, exclude = tuple(chosen.get("include", ())), frozenset(chosen.get("exclude", ()))
+        if both := sorted(exclude.intersection(include)):
+            raise InvalidInputError("categories_conflict",
+                                    f"request.categories both includes and excludes {', '.join(both)}")
+        budget = request.get("budget")
+        return cls(include, exclude, (float(budget["amount"]), budget["currency"]) if budget else None)
+
+    def affordable(self, product: dict[str, Any]) -> bool:
+        if self.budget is None:
+            return True
+        amount, currency = self.budget
+        return product["price"]["currency"] == currency and product["price"]["amount"] <= amount
+
+    def focus(self, wanted: list[Desire]) -> list[Desire]:
+        """The desired categories the request allows: with ``include`` only those, the seen ones first, then
+        the unseen ones in its order; never an excluded one."""
+        if self.include:
+            seen = {d.category for d in wanted}
+            wanted = ([d for d in wanted if d.category in self.include] +
+                      [Desire(c, 0.0, (f"requested:{c}",), ()) for c in self.include if c not in seen])
+        return [d for d in wanted if d.category not in self.exclude]
+
+    def describe_budget(self) -> str:
+        return f" within {self.budget[0]:g} {self.budget[1]}" if self.budget else ""
+
+
+def job_offset(job_id: str, product_id: str, scale: float) -> float:
+    """A per-job relevance offset in [0, scale): the same (job, product) always gets the same one."""
+    if not job_id or scale <= 0:
+        return 0.0
+    digest = hashlib.blake2b(f"{job_id}\0{product_id}".encode(), digest_size=8).digest()
+    return scale * int.from_bytes(digest, "big") / 2 ** 64
+
+
+def mmr_order(relevance: Sequence[float], vectors: np.ndarray, chosen: np.ndarray, brands: Sequence[str],
+              taken_brands: set[str], n: int, mmr_lambda: float) -> list[int]:
+    """Up to ``n`` candidate indices by maximal marginal relevance: each pick maximises ``mmr_lambda`` ×
+    relevance − (1 − ``mmr_lambda``) × its highest cosine similarity to ``chosen`` and the picks so far
+    (unit vectors, rows); a candidate whose brand is in ``taken_brands`` or already picked is skipped.
+    Equal values go to the lower index. Adds the picked brands to ``taken_brands``."""
+    picked: list[int] = []
+    others = [row for row in chosen]
+    while len(picked) < n:
+        best, best_value = -1, -np.inf
+        for i, score in enumerate(relevance):
+            if brands[i] in taken_brands:
+                continue
+            redundancy = max((float(vectors[i] @ other) for other in others), default=0.0)
+            value = mmr_lambda * score - (1 - mmr_lambda) * redundancy
+            if value > best_value:
+                best, best_value = i, value
+        if best < 0:
+            break
+        picked.append(best)
+        taken_brands.add(brands[best])
+        others.append(vectors[best])
+    return picked
 
 
 @dataclass(frozen=True)
@@ -113,39 +195,58 @@ class Recommender:
     """Picks each job's products from the catalogue, a table the runtime loads, replays and keeps following
     (the stage declares it in ``tables``): by the first job it holds the whole topic."""
 
-    def __init__(self, catalogue: Catalogue, *, limit: int = 5, per_category: int = 1, evidence_min: float = 0.05):
+    def __init__(self, catalogue: Catalogue, *, limit: int = 5, per_category: int = 1, evidence_min: float = 0.05,
+                 candidates: int = 8, mmr_lambda: float = 0.7, job_variety: float = 0.02):
         self.catalogue = catalogue
         self.limit, self.per_category, self.evidence_min = limit, per_category, evidence_min
+        self.candidates, self.mmr_lambda, self.job_variety = max(candidates, per_category), mmr_lambda, job_variety
         metrics.RECOMMEND.labels(catalogue.stage)  # the series exists before the first recommendation
 
     def recommend(self, captions: list[tuple[str, str]], keywords: list[Keyword], evidence: list[dict[str, Any]],
-                  detections: Sequence[dict[str, Any]] = (), style: str = "") -> Recommendation:
+                  detections: Sequence[dict[str, Any]] = (), style: str = "", preferences: Preferences = Preferences(),
+                  job_id: str = "") -> Recommendation:
         started = time.perf_counter()
-        wanted = desires(captions, keywords, evidence, detections, evidence_min=self.evidence_min)
+        seen = desires(captions, keywords, evidence, detections, evidence_min=self.evidence_min)
+        wanted = preferences.focus(seen)
         chosen: list[dict[str, Any]] = []
         note = None
         if not self.catalogue.products:
             note = "the catalogue is empty"
-        elif not wanted:
+        elif not seen and not wanted:
             note = "no desk object recognised in the captions, the classifier's evidence or the detections"
+        elif not wanted:
+            note = f"request.categories leaves out every desired category ({', '.join(d.category for d in seen)})"
         else:
-            queries = self.catalogue.embedder.encode([", ".join(filter(None, (d.query, style))) for d in wanted])
-            brands: set[str] = set()
-            for desire, query in zip(wanted, queries):
-                taken = 0
-                for score, product in self.catalogue.best(desire.category, query, self.per_category + _BRAND_RESERVE):
-                    if taken == self.per_category or len(chosen) == self.limit:
-                        break
-                    if product["brand"] not in brands:
-                        brands.add(product["brand"])
-                        taken += 1
-                        chosen.append({**{f: product[f] for f in _FIELDS if f in product}, "score": score,
-                                       "words": list(dict.fromkeys((*desire.words, *desire.phrases)))[:16]})
+            chosen = self._choose(wanted, style, preferences, job_id)
             if not chosen:
-                note = f"no available product in the desired categories ({', '.join(d.category for d in wanted)})"
+                note = (f"no available product{preferences.describe_budget()} in the desired categories "
+                        f"({', '.join(d.category for d in wanted)})")
         elapsed = time.perf_counter() - started
         metrics.RECOMMEND.labels(self.catalogue.stage).observe(elapsed)
         return Recommendation(chosen, note, elapsed * 1000)
+
+    def _choose(self, wanted: list[Desire], style: str, preferences: Preferences, job_id: str) -> list[dict[str, Any]]:
+        queries = self.catalogue.embedder.encode([", ".join(filter(None, (d.query, style))) for d in wanted])
+        brands: set[str] = set()
+        chosen: list[dict[str, Any]] = []
+        chosen_vectors = np.empty((0, queries.shape[1]), dtype=np.float32)
+        for desire, query in zip(wanted, queries):
+            room = min(self.per_category, self.limit - len(chosen))
+            if room <= 0:
+                break
+            hits = self.catalogue.best(desire.category, query, self.candidates,
+                                       keep=lambda p: p["brand"] not in brands and preferences.affordable(p))
+            if not hits:
+                continue
+            vectors = self.catalogue.vectors([product for _, product in hits])
+            relevance = [score + job_offset(job_id, product["id"], self.job_variety) for score, product in hits]
+            for i in mmr_order(relevance, vectors, chosen_vectors, [p["brand"] for _, p in hits], brands, room,
+                               self.mmr_lambda):
+                score, product = hits[i]
+                chosen.append({**{f: product[f] for f in _FIELDS if f in product}, "score": score,
+                               "words": list(dict.fromkeys((*desire.words, *desire.phrases)))[:16]})
+                chosen_vectors = np.vstack([chosen_vectors, vectors[i]])
+        return chosen
 
 
 def build_recommender(settings: CaptionerSettings) -> Recommender | None:
@@ -156,4 +257,5 @@ def build_recommender(settings: CaptionerSettings) -> Recommender | None:
     catalogue = Catalogue(SentenceEmbedder(settings.embedder, sources=ModelSources.load()),
                           cache_dir=settings.embedding_cache, catchup_timeout_s=settings.catalogue_catchup_timeout_s)
     return Recommender(catalogue, limit=settings.products_max, per_category=settings.products_per_category,
-                       evidence_min=settings.products_evidence_min)
+                       evidence_min=settings.products_evidence_min, candidates=settings.products_candidates,
+                       mmr_lambda=settings.products_mmr_lambda, job_variety=settings.products_job_variety)

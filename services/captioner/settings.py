@@ -64,6 +64,15 @@ class CaptionerSettings(StageSettings):
     products_per_category: int = Field(1, ge=1, le=5, description="Most products of one category per job.")
     products_evidence_min: float = Field(0.05, ge=0, le=1, description="Smallest ImageNet probability in the "
                                          "classifier's evidence that asks for a product category.")
+    products_candidates: int = Field(8, ge=1, le=64, description="Products per category, the most similar to its "
+                                     "query within the budget, that maximal marginal relevance chooses among.")
+    products_mmr_lambda: float = Field(0.7, ge=0, le=1, description="Maximal marginal relevance: 1 = similarity to "
+                                       "the query alone, lower = more weight on being unlike the job's other "
+                                       "products.")
+    products_job_variety: float = Field(0.02, ge=0, le=0.2, description="Largest per-job offset (from a hash of the "
+                                        "job id and product id) added to a product's similarity, so near-ties go "
+                                        "different ways for different jobs; 0 = every job with the same query gets "
+                                        "the same products.")
     catalogue_catchup_timeout_s: float = Field(600.0, gt=0, description="Start-up fails (and the pod restarts) if "
                                                "the catalogue has not been replayed within this many seconds.")
 

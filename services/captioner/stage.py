@@ -15,7 +15,8 @@ from deskgen.common.stage import Blobs, Emit, Stage
 from deskgen.services.captioner.keywords import extract_keywords
 from deskgen.services.captioner.model import BlipCaptioner, CaptionResult
 from deskgen.services.captioner.prompts import ConceptBook, build_prompt, concept_book, select_concept
-from deskgen.services.captioner.recommend import Recommender, build_recommender, concept_style, products_phrase
+from deskgen.services.captioner.recommend import (Preferences, Recommender, build_recommender, concept_style,
+                                                   products_phrase)
 from deskgen.services.captioner.settings import CaptionerSettings
 
 __all__ = ["CaptionerStage", "build_stage", "build_captioner"]
@@ -45,9 +46,10 @@ class CaptionerStage(Stage):
     Section: ``captions`` [{prompt, text}], ``keywords`` [{word, count}], ``prompt``,
     ``negative_prompt``, ``preset``, ``concept``, ``theme`` (WEEKDAY's day, else null), ``model``
     {name, version, uri}, ``weights`` (``real`` | ``dev-random``), ``timings`` (ms) and, with a
-    recommender, ``products`` (``recommend.py``; named in the prompt) and ``products_note`` (why
-    there are none, else null). With a recommender its catalogue is the stage's one table. With a
-    detector, ``detections`` [{label, score, box, model}] (``common/detect``), also evidence for products.
+    recommender, ``products`` (``recommend.py``; named in the prompt; narrowed by ``request.categories``
+    and ``request.budget``) and ``products_note`` (why there are none, else null). With a recommender
+    its catalogue is the stage's one table. With a detector, ``detections`` [{label, score, box, model}]
+    (``common/detect``), also evidence for products.
     """
 
     name = "captioner"
@@ -84,6 +86,7 @@ class CaptionerStage(Stage):
         for slot, event in enumerate(events):
             try:
                 select_concept(event.data.get("request") or {}, event.data["uploaded_at"], self.concepts)
+                Preferences.of(event.data.get("request") or {})
                 images.append(blobs.image(event.data["image_key"]))
                 slots.append(slot)
             except Exception as exc:  # its own outcome (the runtime's policy), not the batch's
@@ -109,7 +112,8 @@ class CaptionerStage(Stage):
         shop = {}
         if self.recommender is not None:
             picked = self.recommender.recommend(captions, keywords, (data.get("classification") or {}).get("evidence", []),
-                                                detections or [], concept_style(request, data["uploaded_at"], self.concepts))
+                                                detections or [], concept_style(request, data["uploaded_at"], self.concepts),
+                                                Preferences.of(request), data["job_id"])
             shop = {"products": picked.products, "products_note": picked.note}
             result.timings["recommend"] = picked.ms
         plan = build_prompt(keywords, request, data["uploaded_at"], self.concepts,

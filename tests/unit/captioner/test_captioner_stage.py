@@ -114,6 +114,14 @@ def test_an_unknown_concept_is_rejected_before_the_image_is_read(captioner):
     assert blobs.read_keys == []
 
 
+def test_a_category_both_included_and_excluded_is_rejected_before_the_image_is_read(captioner):
+    blobs = PhotoBlobs()
+    request = {"categories": {"include": ["monitor", "chair"], "exclude": ["chair"]}}
+    with pytest.raises(InvalidInputError, match="categories_conflict: .*chair") as caught:
+        CaptionerStage(captioner).handle(classified(request), blobs)
+    assert (caught.value.status, blobs.read_keys) == ("rejected", [])
+
+
 def test_stage_declares_its_contract(captioner):
     stage = CaptionerStage(captioner)
     assert (stage.name, stage.consumes, stage.produces, stage.section) == \
