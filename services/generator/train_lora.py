@@ -1,10 +1,7 @@
 """``deskgen train lora``: a style LoRA for the generator's SDXL, trained on a folder of photos.
 
-The photos come from a folder or an ``s3://bucket/prefix`` (fetched through the model resolver). Each
-photo's caption is ``<photo>.txt`` beside it or, where there is none, what the captioner's own BLIP model
-says for its prompts. Every photo is cropped (centred) and resized to the SDXL aspect bucket nearest its
-own — the resolutions the generator serves — then encoded once: VAE latents (mean and std, sampled
-each step) and both text encoders' embeddings are cached, so a step runs only the UNet. The LoRA sits on
+The photos come from a folder or an ``s3://bucket/prefix`` (fetched through the model resolver); captions,
+aspect buckets and the cached encodings are ``lora_data``'s, so a step runs only the UNet. The LoRA sits on
 the UNet's attention projections; the frozen parts run in the placement's dtype (fp16/bf16 on a GPU),
 the LoRA's parameters train in fp32 under autocast. Batches never mix buckets.
 
@@ -17,7 +14,6 @@ validation images of the seed's two test prompts, and ``checkpoints/step-N`` for
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import time
@@ -27,23 +23,20 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-from PIL import Image
 
 from deskgen.common.errors import DeskgenError, FatalError
-from deskgen.common.imaging import decode_image
 from deskgen.common.models import DEV_WEIGHTS, ModelSources, identify, resolve
-from deskgen.common.settings import ImageSettings, load
+from deskgen.common.settings import load
 from deskgen.services.generator.components import LORA_FILE, Placement
-from deskgen.services.generator.geometry import Size, buckets, crop_pixels, fit, nearest_bucket
+from deskgen.services.generator.geometry import Size, buckets
+from deskgen.services.generator.lora_data import collect_examples, dataset_hash, encode_examples
 from deskgen.services.generator.presets import evaluation_prompts
 
-__all__ = ["LoraTraining", "Example", "TrainedLora", "collect_examples", "train_lora", "upload", "cli", "CARD_FILE",
+__all__ = ["LoraTraining", "TrainedLora", "train_lora", "upload", "cli", "CARD_FILE",
            "TARGET_MODULES"]
 
 CARD_FILE = "adapter-card.json"
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")  # the UNet's attention projections
-_PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp"}
-_LIMITS = ImageSettings()  # the operator's own photos: the decoder's default limits
 
 
 @dataclass(frozen=True)
@@ -73,13 +66,6 @@ class LoraTraining:
     validation_steps: int = 30
 
 
-@dataclass(frozen=True)
-class Example:
-    path: Path
-    caption: str
-    bucket: Size
-
-
 @dataclass
 class TrainedLora:
     out: Path
@@ -87,68 +73,6 @@ class TrainedLora:
     skipped: dict[str, str] = field(default_factory=dict)  # photo → why it was left out
     card: dict = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # load, encode, train, save
-
-
-def collect_examples(folder: Path, bucket_sizes: tuple[Size, ...], *, trigger: str = "",
-                     caption_model: str = "", sources: ModelSources = ModelSources(),
-                     skipped: dict[str, str] | None = None) -> list[tuple[Example, Image.Image]]:
-    """Every decodable photo under ``folder`` with its caption and bucket; undecodable ones go to ``skipped``.
-
-    Raises:
-        FatalError: no photo could be used, or captions are needed and no captioner loads.
-    """
-    skipped = {} if skipped is None else skipped
-    photos = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _PHOTO_SUFFIXES)
-    decoded: list[tuple[Path, Image.Image]] = []
-    for path in photos:
-        try:
-            decoded.append((path, decode_image(path.read_bytes(), _LIMITS)))
-        except DeskgenError as exc:
-            skipped[str(path.relative_to(folder))] = str(exc)
-    if not decoded:
-        found = f"{len(photos)} photos, none decodable" if photos else "no photos"
-        raise FatalError(f"training data {folder}: {found} ({', '.join(sorted(_PHOTO_SUFFIXES))})")
-    missing = [path for path, _ in decoded if not path.with_suffix(".txt").is_file()]
-    generated = _caption(dict(decoded), missing, caption_model, sources) if missing else {}
-    examples = []
-    for path, image in decoded:
-        text = generated[path] if path in generated else path.with_suffix(".txt").read_text().strip()
-        caption = f"{trigger}, {text}" if trigger else text
-        examples.append((Example(path, caption, nearest_bucket(image.size, bucket_sizes)), image))
-    return examples
-
-
-def _caption(images: dict[Path, Image.Image], paths: list[Path], model_uri: str,
-             sources: ModelSources) -> dict[Path, str]:
-    """Captions from the captioner's model and prompts: its distinct texts, joined."""
-    from deskgen.services.captioner.settings import CaptionerSettings
-    from deskgen.services.captioner.stage import build_captioner
-
-    settings = load(CaptionerSettings)
-    if model_uri:
-        settings = settings.model_copy(update={"model": model_uri})
-    captioner = build_captioner(settings)
-    try:
-        captioner.load()
-    except FatalError as exc:
-        raise FatalError(f"{len(paths)} photos have no caption file and the captioner cannot load "
-                         f"(--caption-model or DESKGEN_CAPTIONER_MODEL): {exc}") from None
-    captions = {}
-    for path in paths:
-        texts = dict.fromkeys(c.text for c in captioner.caption(images[path]).captions if c.text)
-        captions[path] = ", ".join(texts) or "a desk setup"
-    print(f"captioned {len(paths)} photos with {captioner.card.get('name', model_uri)} ({captioner.weights})",
-          flush=True)
-    return captions
-
-
-def dataset_hash(examples: list[Example]) -> str:
-    """sha256 over each photo's bytes, caption and bucket, in order."""
-    digest = hashlib.sha256()
-    for example in examples:
-        digest.update(example.path.read_bytes())
-        digest.update(f"{example.caption}\0{example.bucket}".encode())
-    return digest.hexdigest()
 
 
 def train_lora(job: LoraTraining, sources: ModelSources = ModelSources()) -> TrainedLora:
@@ -174,7 +98,7 @@ def train_lora(job: LoraTraining, sources: ModelSources = ModelSources()) -> Tra
     pipe.set_progress_bar_config(disable=True)
     pipe.to(placement.device)
     clock.lap("load")
-    cache = _encode(pipe, examples, placement)
+    cache = encode_examples(pipe, examples, placement)
     clock.lap("encode")
     unet = pipe.unet
     unet.requires_grad_(False)
@@ -240,39 +164,6 @@ class _Clock:
         now = time.perf_counter()
         self.laps[name] = now - self.last
         self.last = now
-
-
-def _encode(pipe, examples: list[tuple[Example, Image.Image]], placement: Placement) -> list[dict]:
-    """Per photo: the VAE's latent mean and std (encoded in fp32: SDXL's VAE overflows in fp16), both
-    encoders' embeddings and SDXL's size conditioning — on the CPU until a step needs them."""
-    vae_dtype = pipe.vae.dtype
-    if vae_dtype != torch.float32:
-        pipe.vae.to(torch.float32)
-    scale = pipe.vae.config.scaling_factor
-    cache = []
-    with torch.no_grad():
-        for example, image in examples:
-            fitted, crop = fit(image, example.bucket)
-            pixels = torch.from_numpy(_array(fitted)).permute(2, 0, 1)[None].to(placement.device, torch.float32)
-            posterior = pipe.vae.encode(pixels * 2 - 1).latent_dist
-            embeds, _, pooled, _ = pipe.encode_prompt(example.caption, device=placement.device,
-                                                      num_images_per_prompt=1, do_classifier_free_guidance=False)
-            left, top, right, bottom = crop_pixels(image.size, crop)
-            shrink = example.bucket[0] / (right - left)
-            time_ids = torch.tensor([image.height, image.width, round(top * shrink), round(left * shrink),
-                                     example.bucket[1], example.bucket[0]], dtype=torch.float32)
-            cache.append({"mean": posterior.mean.cpu() * scale, "std": posterior.std.cpu() * scale,
-                          "embeds": embeds.cpu(), "pooled": pooled.cpu(), "time_ids": time_ids,
-                          "bucket": example.bucket})
-    if vae_dtype != torch.float32:
-        pipe.vae.to(vae_dtype)
-    return cache
-
-
-def _array(image: Image.Image):
-    import numpy as np
-
-    return np.asarray(image, dtype=np.float32) / 255.0
 
 
 def _s3_target(uri: str):
