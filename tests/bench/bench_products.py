@@ -17,8 +17,11 @@ captioner's own share), ``before`` = what it recommended for before detectors (c
 CPU time is process time per photo with one thread per model.
 
 Variety (issue 21 item 3): each accepted photo's products from the sample catalogue (real MiniLM embeddings)
-under every concept: distinct product lists across photos per concept, and how often a category's top product
-changes from one concept to the next on the same photo.
+under every concept (one job each: job id = file name/concept): distinct product lists across photos per concept, and how
+often a category's top product changes from one concept to the next on the same photo; side by side for three
+rankings (similarity alone, maximal marginal relevance, MMR plus the per-job offset: the default), with the mean
+cosine similarity of the chosen products to their queries (what the variety costs), and for the default under
+a budget (the most one product may cost, in EUR: other currencies are left out).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch
 from deskgen.common.catalogue import categories
 from deskgen.common.detect import DETECTORS, ObjectDetector, load_photo  # imports onnxruntime before usearch
 from deskgen.services.captioner.prompts import concept_book
-from deskgen.services.captioner.recommend import Recommender, concept_style, desires
+from deskgen.services.captioner.recommend import Preferences, Recommender, concept_style, desires
 from deskgen.services.classifier.model import DeskClassifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +75,7 @@ def main() -> int:
     cpu = Counter()
     accepted = 0
     misses: list[str] = []
-    jobs: list[tuple[list[dict], list[dict]]] = []  # (evidence, detections) of each accepted photo
+    jobs: list[tuple[str, list[dict], list[dict]]] = []  # (file, evidence, detections) of each accepted photo
     for photo in photos:
         truth = set()
         for label in photo["objects"]:
@@ -93,7 +96,7 @@ def main() -> int:
         is_desk = score.score >= classifier.threshold
         accepted += is_desk
         if is_desk:
-            jobs.append((score.evidence, found))
+            jobs.append((photo["file"], score.evidence, found))
         asked = {d.category for d in desires([], [], score.evidence, found)[:args.limit]}
         sets = {
             "detected": {d["label"] for d in found},
@@ -125,31 +128,62 @@ def main() -> int:
     return 0
 
 
-def _print_variety(jobs: list[tuple[list[dict], list[dict]]], limit: int) -> None:
+RANKINGS = {"similarity alone": {"mmr_lambda": 1.0, "job_variety": 0.0},
+            "MMR λ 0.7": {"mmr_lambda": 0.7, "job_variety": 0.0},
+            "MMR λ 0.7 + job offset 0.02 (default)": {}}
+BUDGET = {"amount": 200, "currency": "EUR"}
+
+
+def _print_variety(jobs: list[tuple[str, list[dict], list[dict]]], limit: int) -> None:
     from support.catalogue import catalogue_of, embedder, sample_products
 
-    recommender = Recommender(catalogue_of(embedder(), sample_products()), limit=limit)
+    catalogue = catalogue_of(embedder(), sample_products())
     book = concept_book()
     friday = "2026-11-27T09:30:00Z"
-    lists = {concept: [[(p["category"], p["id"]) for p in recommender.recommend(
-        [], [], evidence, found, concept_style({"concept": concept}, friday, book)).products] for evidence, found in jobs]
-        for concept in book.concepts}
+    styles = {concept: concept_style({"concept": concept}, friday, book) for concept in book.concepts}
+    runs = {name: (Recommender(catalogue, limit=limit, **options), Preferences())
+            for name, options in RANKINGS.items()}
+    runs[f"default, budget {BUDGET['amount']} {BUDGET['currency']} per product"] = (
+        Recommender(catalogue, limit=limit), Preferences.of({"budget": BUDGET}))
+    print(f"\nVariety on the {len(jobs)} accepted photos × {len(styles)} concepts, sample catalogue "
+          f"({len(sample_products())} products):\n")
+    print("| ranking | distinct lists per concept (of photos) | distinct lists, all concepts | top product changes "
+          "between concepts | mean similarity |\n|---|---:|---:|---:|---:|")
+    per_concept_default: dict[str, int] = {}
+    for name, (recommender, preferences) in runs.items():
+        lists: dict[str, list[list[tuple[str, str]]]] = {concept: [] for concept in styles}
+        scores: list[float] = []
+        for concept, style in styles.items():
+            for file, evidence, found in jobs:
+                products = recommender.recommend([], [], evidence, found, style, preferences,
+                                                 f"{file}/{concept}").products
+                lists[concept].append([(p["category"], p["id"]) for p in products])
+                scores += [p["score"] for p in products]
+        distinct = {concept: len(set(map(tuple, per_photo))) for concept, per_photo in lists.items()}
+        changed, compared = _top_changes(lists, len(jobs))
+        together = len({tuple(ids) for per_photo in lists.values() for ids in per_photo})
+        print(f"| {name} | {min(distinct.values())}–{max(distinct.values())} of {len(jobs)} | {together} of "
+              f"{len(jobs) * len(styles)} | {_ratio(changed, compared)} of {compared} | "
+              f"{sum(scores) / max(len(scores), 1):.3f} |")
+        if name.endswith("(default)"):
+            per_concept_default = distinct
+    print("\nDistinct product lists per concept, default ranking:\n")
+    print("| concept | distinct product lists |\n|---|---:|")
+    for concept, count in per_concept_default.items():
+        print(f"| {concept} | {count} of {len(jobs)} |")
+
+
+def _top_changes(lists: dict[str, list[list[tuple[str, str]]]], photos: int) -> tuple[int, int]:
+    """How often a category's top product differs between consecutive concepts on the same photo."""
     concepts = list(lists)
     changed = compared = 0
-    for photo in range(len(jobs)):
+    for photo in range(photos):
         for a, b in zip(concepts, concepts[1:]):
             tops_a, tops_b = dict(lists[a][photo]), dict(lists[b][photo])
             for category in tops_a.keys() & tops_b.keys():
                 compared += 1
                 changed += tops_a[category] != tops_b[category]
-    print(f"\nVariety on the {len(jobs)} accepted photos, sample catalogue ({len(sample_products())} products):\n")
-    print("| concept | distinct product lists |\n|---|---:|")
-    for concept, per_photo in lists.items():
-        print(f"| {concept} | {len(set(map(tuple, per_photo)))} of {len(per_photo)} |")
-    print(f"| all concepts together | {len({tuple(ids) for per_photo in lists.values() for ids in per_photo})} of "
-          f"{len(jobs) * len(concepts)} |")
-    print(f"\nA category's top product changes between consecutive concepts in {_ratio(changed, compared)} of "
-          f"{compared} comparisons.")
+    return changed, compared
 
 
 def _ratio(part: int, whole: int) -> str:
