@@ -9,8 +9,9 @@ group, no commits, so each replica holds the whole table and the stage's transac
 It is caught up once it has applied everything up to the end offsets it saw at start; then it follows
 live. A record the table cannot decode changes nothing and goes to the DLQ (``records.dlq_record``, once
 per process start; ``source`` = topic/partition/offset identifies it). Its delivery is checked: a record
-that cannot be dead-lettered fails the feed. ``Tables`` runs a stage's feeds for the runtime: readiness
-waits for them to catch up and turns false when one fails (``deskgen_table_up`` 0), and the runtime then
+that cannot be dead-lettered fails the feed. ``Tables`` runs a stage's feeds for the runtime, in the
+stage's order (each replays once the one before has caught up, so a table may build on the ones before it):
+readiness waits for them to catch up and turns false when one fails (``deskgen_table_up`` 0), and the runtime then
 exits (code 2), so a replica never serves from a table that stopped following.
 """
 
@@ -246,18 +247,30 @@ class Tables:
                 metrics.DLQ.labels(stage, reason)
 
     def start(self) -> None:
-        """Load each table and start its feed. Raises FatalError (a topic is missing, the broker is down)."""
-        for feed in self.feeds:
-            feed.table.load(self._state_dir)
-            feed.start()
-
-    def wait(self, stop: threading.Event) -> None:
-        """Return once every table has caught up, or ``stop`` is set.
+        """Load each table and start the first feed (``wait`` starts the others in turn).
 
         Raises:
-            FatalError: a feed failed, or did not catch up within its table's ``catchup_timeout_s``.
+            FatalError: the first topic is missing or the broker is down.
         """
         for feed in self.feeds:
+            feed.table.load(self._state_dir)
+        if self.feeds:
+            self.feeds[0].start()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Return once every table has caught up, or ``stop`` is set. The feeds replay in the stage's order, each
+        once the one before has caught up, so a table can build on those listed before it (the catalogue on its
+        product vectors).
+
+        Raises:
+            FatalError: a topic is missing, a feed failed, or did not catch up within its table's
+                ``catchup_timeout_s``.
+        """
+        for number, feed in enumerate(self.feeds):
+            if stop.is_set():
+                return
+            if number:
+                feed.start()
             deadline = time.monotonic() + feed.table.catchup_timeout_s
             while not stop.is_set() and not feed.wait(0.5):
                 if time.monotonic() > deadline:

@@ -144,7 +144,7 @@ register(StageSpec(
 register(StageSpec(
     name="captioner", consumes="classified", produces="captioned", section="captioning",
     module=f"{_service('captioner')}.stage", settings=f"{_service('captioner')}.settings:CaptionerSettings",
-    devweights=f"{_service('captioner')}.devweights:build_dev", tables=("products",),
+    devweights=f"{_service('captioner')}.devweights:build_dev", tables=("product-vectors", "products"),
     summary="The captioner wrote captions and the generation prompt."))
 register(StageSpec(
     name="generator", consumes="captioned", produces=RESULT_KIND, section="output",

@@ -254,8 +254,10 @@ def build_recommender(settings: CaptionerSettings) -> Recommender | None:
     recommendations are off."""
     if not settings.catalogue:
         return None
-    catalogue = Catalogue(SentenceEmbedder(settings.embedder, sources=ModelSources.load()),
-                          cache_dir=settings.embedding_cache, catchup_timeout_s=settings.catalogue_catchup_timeout_s)
+    embedder = SentenceEmbedder(settings.embedder, backend=settings.embedder_backend, threads=settings.threads,
+                                sources=ModelSources.load())
+    catalogue = Catalogue(embedder, catchup_timeout_s=settings.catalogue_catchup_timeout_s,
+                          exact_below=settings.catalogue_exact_below)
     return Recommender(catalogue, limit=settings.products_max, per_category=settings.products_per_category,
                        evidence_min=settings.products_evidence_min, candidates=settings.products_candidates,
                        mmr_lambda=settings.products_mmr_lambda, job_variety=settings.products_job_variety)

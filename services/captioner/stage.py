@@ -48,8 +48,8 @@ class CaptionerStage(Stage):
     {name, version, uri}, ``weights`` (``real`` | ``dev-random``), ``timings`` (ms) and, with a
     recommender, ``products`` (``recommend.py``; named in the prompt; narrowed by ``request.categories``
     and ``request.budget``) and ``products_note`` (why there are none, else null). With a recommender
-    its catalogue is the stage's one table. With a detector, ``detections`` [{label, score, box, model}]
-    (``common/detect``), also evidence for products.
+    its tables are the catalogue's product vectors, then the catalogue. With a detector, ``detections``
+    [{label, score, box, model}] (``common/detect``), also evidence for products.
     """
 
     name = "captioner"
@@ -61,7 +61,8 @@ class CaptionerStage(Stage):
         self.batch_max = batch_max
         self.concepts = concepts or concept_book()
         self.recommender = recommender
-        self.tables = (recommender.catalogue,) if recommender is not None else ()
+        catalogue = recommender.catalogue if recommender is not None else None
+        self.tables = (catalogue.vector_table, catalogue) if catalogue is not None else ()
 
     def load(self) -> None:
         captioner = self.captioner

@@ -35,13 +35,16 @@ def embedder() -> "SentenceEmbedder":
     return model
 
 
-def catalogue_of(embedder, products: list[dict], cache_dir=None):
-    """A loaded ``Catalogue`` holding ``products``."""
+def catalogue_of(embedder, products: list[dict], *, vectors: list | None = None):
+    """A loaded ``Catalogue`` holding ``products``, after the published ``vectors`` (records) if given."""
     from deskgen.common.catalogue.index import Catalogue
     from deskgen.common.tables import Change
 
-    catalogue = Catalogue(embedder, cache_dir=cache_dir)
+    catalogue = Catalogue(embedder)
     catalogue.load()
+    table = catalogue.vector_table
+    catalogue.apply_vectors([Change(r.key.decode(), r.value and table.decode(r.key.decode(), r.value, r.headers))
+                             for r in vectors or []])
     catalogue.apply([Change(p["id"], p) for p in products])
     return catalogue
 

@@ -21,8 +21,8 @@ def embedder():
 
 
 @pytest.fixture(scope="module")
-def catalogue(embedder, tmp_path_factory):
-    return catalogue_of(embedder, sample_products(), tmp_path_factory.mktemp("embeddings"))
+def catalogue(embedder):
+    return catalogue_of(embedder, sample_products())
 
 
 def recommend(catalogue, captions=CAPTIONS, evidence=(), **options):
@@ -88,11 +88,11 @@ def test_desires_are_ordered_by_weight_and_products_read_as_plain_words():
         == "a Keychron keyboard and a Dell monitor"
 
 
-def test_the_stage_declares_the_catalogue_as_its_table_and_leaves_feeding_it_to_the_runtime():
+def test_the_stage_declares_the_product_vectors_then_the_catalogue_as_its_tables_and_leaves_feeding_them_to_the_runtime():
     from deskgen.services.captioner.settings import CaptionerSettings
     from deskgen.services.captioner.stage import build_stage
 
     stage = build_stage(CaptionerSettings())
-    assert [(t.name, t.kind) for t in stage.tables] == [("catalogue", "products")]
-    assert stage.tables[0] is stage.recommender.catalogue
+    assert [(t.name, t.kind) for t in stage.tables] == [("product-vectors", "product-vectors"), ("catalogue", "products")]
+    assert stage.tables == (stage.recommender.catalogue.vector_table, stage.recommender.catalogue)
     assert build_stage(CaptionerSettings(catalogue=False)).tables == ()

@@ -17,8 +17,8 @@ DETECTIONS = [{"label": "keyboard", "score": 0.6, "box": [0, 0, 1, 1], "model": 
 
 
 @pytest.fixture(scope="module")
-def catalogue(tmp_path_factory):
-    return catalogue_of(embedder(), sample_products(), tmp_path_factory.mktemp("embeddings"))
+def catalogue():
+    return catalogue_of(embedder(), sample_products())
 
 
 def _ids(recommender: Recommender, concept: str) -> list[str]:

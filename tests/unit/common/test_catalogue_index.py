@@ -1,5 +1,5 @@
 """The catalogue table with the real all-MiniLM-L6-v2 embeddings on the sample catalogue (no broker):
-decoding records, upserts and tombstones, search, the embedding cache."""
+decoding records, upserts and tombstones, search (the product vectors: test_catalogue_vectors.py)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,9 @@ def embedder():
     return loaded_embedder()
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("embeddings")
-
-
 @pytest.fixture
-def catalogue(embedder, cache_dir):
-    """The sample catalogue; embedded once per module (the cache), indexed afresh per test."""
-    return catalogue_of(embedder, sample_products(), cache_dir)
+def catalogue(embedder):
+    return catalogue_of(embedder, sample_products())
 
 
 def _refused(key: str, value: bytes, headers) -> str:
@@ -74,26 +68,3 @@ def test_upserts_replace_and_tombstones_delete_and_unknown_tombstones_do_nothing
 
     catalogue.apply([Change("KB-NEW", None), Change("NO-SUCH-ID", None)])
     assert len(catalogue.products) == before
-
-
-def test_embeddings_are_cached_so_a_replay_does_not_embed_again(embedder, tmp_path):
-    products = sample_products()[:40]
-    first = catalogue_of(embedder, products, tmp_path)
-
-    class Refusing(SentenceEmbedder):
-        def encode(self, texts):
-            assert len(texts) <= 1, "a cached product was embedded again"
-            return super().encode(texts)
-
-    refusing = Refusing()
-    refusing.load()
-    second = catalogue_of(refusing, products, tmp_path)
-    query = embedder.encode(["monitor"])[0]
-    assert [p["id"] for _, p in second.best("monitor", query, 3)] == [p["id"] for _, p in first.best("monitor", query, 3)]
-
-
-def test_the_embedding_cache_defaults_to_the_runtime_state_folder(embedder, tmp_path):
-    catalogue = Catalogue(embedder)
-    catalogue.load(tmp_path)
-    catalogue.apply([Change(p["id"], p) for p in sample_products()[:3]])
-    assert [p.name for p in (tmp_path / "embeddings").iterdir()] and catalogue.products

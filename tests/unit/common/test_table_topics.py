@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from deskgen.common import events, kafka, topology
+from deskgen.common.catalogue.product_vectors import VECTORS_KIND
 from deskgen.common.settings import KafkaSettings, RuntimeSettings
 from deskgen.services.captioner.settings import CaptionerSettings
 from deskgen.services.captioner.stage import build_stage as build_captioner
@@ -36,10 +37,10 @@ def test_the_captioner_declares_the_kinds_of_the_tables_its_built_stage_reads():
     assert tuple(table.kind for table in stage.tables) == topology.spec("captioner").tables
 
 
-def test_the_catalogue_and_the_styles_are_the_table_kinds_of_the_pipeline():
-    assert topology.table_kinds() == (events.CATALOGUE_KIND, STYLES_KIND)
+def test_the_product_vectors_the_catalogue_and_the_styles_are_the_table_kinds_of_the_pipeline():
+    assert topology.table_kinds() == (VECTORS_KIND, events.CATALOGUE_KIND, STYLES_KIND)
     assert [(s.name, s.tables) for s in topology.STAGES.values() if s.tables] == [
-        ("captioner", (events.CATALOGUE_KIND,)), ("generator", (STYLES_KIND,))]
+        ("captioner", (VECTORS_KIND, events.CATALOGUE_KIND)), ("generator", (STYLES_KIND,))]
 
 
 def test_create_topics_compacts_exactly_the_table_kinds_and_leaves_the_event_topics_deleting(monkeypatch):
