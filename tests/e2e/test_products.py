@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.realweights
 
 def test_products_flow_through_the_real_captioner_and_generator(pipeline, dev_models, tmp_path):
     pipeline.create_topics()
-    env = {**dev_models, "DESKGEN_CAPTIONER_EMBEDDING_CACHE": str(tmp_path / "cache")}
+    env = dict(dev_models)
     captioner = pipeline.start("captioner", real=True, **env)
     generator = pipeline.start("generator", real=True, **env, DESKGEN_GENERATOR_LOCATOR="cam")
     captioner.wait_ready()
