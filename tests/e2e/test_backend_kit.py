@@ -1,7 +1,8 @@
 """The backend kit against the real stack and the three real services (classifier on its real weights,
 captioner and generator on tiny dev weights): the Java example (built here with Maven) and the Python
-example each submit a desk drawing, a photo that is not a desk and a file that is not an image, and
-each job ends with exactly one terminal result. Real events from the run are checked against the
+example each submit a desk drawing, a photo that is not a desk and a file that is not an image, with a
+budget and product categories, and each job ends with exactly one terminal result whose products keep to
+them. Real events from the run are checked against the
 AsyncAPI document; ``DESKGEN_CAPTURE_EXAMPLES=1`` also stores them as its examples."""
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ PYTHON_EXAMPLE = asyncapi.ROOT / "examples" / "backend-python" / "backend.py"
 # file -> (status, reason) the job must end with
 EXPECTED = {"desk-drawing-1.png": ("succeeded", None), "coffee.jpg": ("rejected", "not_desk"),
             "not-a-photo.jpg": ("rejected", "image_undecodable")}
+# What each example asks of the products: its options and the request they must become.
+JAVA_WISHES = (["--budget", "300", "EUR", "--include", "monitor,desk lamp,keyboard"],
+               {"budget": {"amount": 300, "currency": "EUR"},
+                "categories": {"include": ["monitor", "desk lamp", "keyboard"]}})
+PYTHON_WISHES = (["--budget", "400", "GBP", "--exclude", "monitor,desk"],
+                 {"budget": {"amount": 400, "currency": "GBP"}, "categories": {"exclude": ["monitor", "desk"]}})
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +73,14 @@ def java_jar():
     return JAVA_EXAMPLE / "target" / "deskgen-backend-example.jar"
 
 
-def _run_backend(kit, command: list[str]) -> dict[str, dict]:
-    """Run a backend example on the samples; its parsed result lines by file name, after checking that each
-    job has exactly one terminal result on the topic."""
+def _run_backend(kit, command: list[str], wishes: tuple[list[str], dict]) -> dict[str, dict]:
+    """Run a backend example on the samples with ``wishes``' options; its parsed result lines by file name,
+    after checking that each job has exactly one terminal result on the topic, that each upload carries the
+    request the options make, and that the desk's products keep to it (and are printed)."""
     pipeline, photos = kit
+    options, request = wishes
     started = time.monotonic()
-    run = subprocess.run([*command, "--concept", "BASIC", "--timeout", "240", *map(str, photos.values())],
+    run = subprocess.run([*command, "--concept", "BASIC", *options, "--timeout", "240", *map(str, photos.values())],
                          env=pipeline.env, capture_output=True, text=True, timeout=300)
     print(f"{command[0]} backend: {time.monotonic() - started:.1f} s\n{run.stdout}{run.stderr[-2000:]}")
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr[-4000:]}\n{pipeline.describe_failure()}"
@@ -87,13 +96,33 @@ def _run_backend(kit, command: list[str]) -> dict[str, dict]:
         assert (result["status"], result.get("reason")) == (status, reason)
         assert line["timeline"].split(", ")[0].startswith("classifier ")
     assert printed["desk-drawing-1.png"]["timeline"].count("s, ") == 2  # classifier, captioner, generator
+    jobs = {line["job"] for line in printed.values()}
+    uploads = [r for r in pipeline.read("uploaded", until=lambda rs: len(jobs & {r["key"].decode() for r in rs}) == 3)
+               if r["key"].decode() in jobs]
+    assert [u["data"]["request"] for u in uploads] == [{"concept": "BASIC", **request}] * 3
+    [desk] = results[printed["desk-drawing-1.png"]["job"]]
+    _assert_products_keep_to(desk["captioning"], request)
+    printed_products = re.search(r"^    products (.*)$", run.stdout, re.M)
+    assert printed_products and all(f"{p['brand']} {p['name']}" in printed_products[1]
+                                    for p in desk["captioning"]["products"]), run.stdout
     return printed
+
+
+def _assert_products_keep_to(captioning: dict, request: dict) -> None:
+    """Every product within the budget (in its currency), of an included category, of no excluded one."""
+    products, budget, categories = captioning["products"], request["budget"], request["categories"]
+    assert products or ("include" not in categories and captioning["products_note"]), captioning  # include: never none
+    for product in products:
+        assert product["price"]["currency"] == budget["currency"], product
+        assert product["price"]["amount"] <= budget["amount"], product
+        assert product["category"] in categories.get("include", [product["category"]]), product
+        assert product["category"] not in categories.get("exclude", []), product
 
 
 @pytest.fixture(scope="module")
 def java_run(kit, java_jar):
     """The Java example's run over the samples (once per module): its result lines by file name."""
-    return _run_backend(kit, ["java", "-jar", str(java_jar)])
+    return _run_backend(kit, ["java", "-jar", str(java_jar)], JAVA_WISHES)
 
 
 def test_the_java_backend_gets_one_result_per_photo(kit, java_run):
@@ -107,7 +136,7 @@ def test_the_java_backend_gets_one_result_per_photo(kit, java_run):
 
 
 def test_the_python_backend_gets_one_result_per_photo(kit):
-    _run_backend(kit, [sys.executable, str(PYTHON_EXAMPLE)])
+    _run_backend(kit, [sys.executable, str(PYTHON_EXAMPLE)], PYTHON_WISHES)
 
 
 def test_real_events_match_the_asyncapi_document(kit, java_run):
@@ -161,7 +190,8 @@ def _named(kind: str, records: list[dict]):
         elif kind == "dlq":
             yield "refused", f"A real DLQ record: the {data['stage']} refused the input ({data['reason']}).", record
         elif kind == "uploaded" and record["headers"]["ce_source"] == b"/examples/backend-java":
-            yield "minimal", "A real minimal upload event, as the Java example publishes it.", record
+            yield "minimal", ("A real minimal upload event (no timeline), as the Java example publishes it: a "
+                              "concept, a budget per product and the product categories to include."), record
         elif kind == "uploaded":
             yield "keep-devices", "A real upload asking to keep the photo's own devices.", record
         else:

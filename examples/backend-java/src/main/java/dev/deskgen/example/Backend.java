@@ -2,6 +2,7 @@ package dev.deskgen.example;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.cloudevents.CloudEvent;
 import io.cloudevents.core.builder.CloudEventBuilder;
@@ -45,9 +46,13 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * A deskgen backend: for each photo, store it at {@code uploads/<job>/original.<ext>}, publish the minimal
  * upload event (job id, image key, upload time, request) as a CloudEvent in Kafka binary mode with key =
  * job id, then read each job's one terminal result from the {@code generated} topic (read_committed) and
- * print its status, reason and timeline.
+ * print its status, reason, timeline and recommended products.
  *
- * <p>Usage: {@code java -jar target/deskgen-backend-example.jar [--concept BASIC] [--timeout 300] PHOTO...}.
+ * <p>Usage: {@code java -jar target/deskgen-backend-example.jar [--concept BASIC] [--budget 250 EUR]
+ * [--include "monitor,desk lamp"] [--exclude chair] [--timeout 300] PHOTO...}. {@code --budget} is the most one
+ * recommended product may cost (amount, ISO 4217 currency); {@code --include}/{@code --exclude} name product
+ * categories (common/schemas/product.json), comma-separated; the pipeline checks them (a bad value ends the job
+ * as failed/event_invalid, a category both included and excluded as rejected/categories_conflict).
  * Settings come from the same environment variables as the services: DESKGEN_KAFKA_BOOTSTRAP_SERVERS,
  * DESKGEN_TOPIC_PREFIX, DESKGEN_S3_ENDPOINT, DESKGEN_S3_ACCESS_KEY, DESKGEN_S3_SECRET_KEY, DESKGEN_S3_BUCKET,
  * DESKGEN_S3_SECURE, DESKGEN_S3_REGION. Exit 0 when every job has its result, 1 on timeout, 2 on bad
@@ -85,18 +90,35 @@ public final class Backend {
     }
 
     static int run(String[] args) throws Exception {
-        String concept = null;
+        ObjectNode request = JSON.createObjectNode();
         long timeoutSeconds = 300;
         List<Path> photos = new ArrayList<>();
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
-                case "--concept" -> concept = value(args, ++i, "--concept");
+                case "--concept" -> request.put("concept", value(args, ++i, "--concept"));
+                case "--budget" -> {
+                    ObjectNode budget = request.putObject("budget");
+                    budget.put("amount", number(value(args, ++i, "--budget"), "--budget"));
+                    budget.put("currency", value(args, ++i, "--budget"));
+                }
+                case "--include", "--exclude" -> {
+                    ObjectNode categories = request.has("categories")
+                            ? (ObjectNode) request.get("categories") : request.putObject("categories");
+                    String option = args[i];
+                    ArrayNode names = categories.putArray(option.substring(2));
+                    for (String name : value(args, ++i, option).split(",")) {
+                        if (!name.isBlank()) {
+                            names.add(name.strip());
+                        }
+                    }
+                }
                 case "--timeout" -> timeoutSeconds = Long.parseLong(value(args, ++i, "--timeout"));
                 default -> photos.add(Path.of(args[i]));
             }
         }
         if (photos.isEmpty()) {
-            throw new UsageException("give at least one photo: [--concept BASIC] [--timeout 300] PHOTO...");
+            throw new UsageException("give at least one photo: [--concept BASIC] [--budget 250 EUR] "
+                    + "[--include CATEGORY,...] [--exclude CATEGORY,...] [--timeout 300] PHOTO...");
         }
         String prefix = System.getenv().getOrDefault("DESKGEN_TOPIC_PREFIX", "deskgen.");
         String bucket = System.getenv().getOrDefault("DESKGEN_S3_BUCKET", "deskgen");
@@ -117,7 +139,7 @@ public final class Backend {
 
             Map<String, Path> jobs = new LinkedHashMap<>();
             for (Path photo : photos) {
-                String jobId = submit(s3, producer, bucket, prefix + "uploaded", photo, concept);
+                String jobId = submit(s3, producer, bucket, prefix + "uploaded", photo, request);
                 jobs.put(jobId, photo);
                 System.out.println("submitted job=" + jobId + " file=" + photo.getFileName());
             }
@@ -127,7 +149,7 @@ public final class Backend {
 
     /** Store the photo, then publish its upload event; returns the job id. */
     static String submit(MinioClient s3, KafkaProducer<String, CloudEvent> producer, String bucket, String topic,
-                         Path photo, String concept) throws Exception {
+                         Path photo, ObjectNode request) throws Exception {
         String name = photo.getFileName().toString();
         String ext = EXTENSIONS.get(name.substring(name.lastIndexOf('.') + 1).toLowerCase(Locale.ROOT));
         if (ext == null || !Files.isRegularFile(photo)) {
@@ -144,10 +166,7 @@ public final class Backend {
         data.put("job_id", jobId);
         data.put("image_key", imageKey);
         data.put("uploaded_at", Instant.now().truncatedTo(ChronoUnit.MILLIS).toString());
-        ObjectNode request = data.putObject("request");
-        if (concept != null) {
-            request.put("concept", concept);
-        }
+        data.set("request", request);
         CloudEvent event = CloudEventBuilder.v1()
                 .withId(UUID.randomUUID().toString())
                 .withSource(SOURCE)
@@ -183,7 +202,10 @@ public final class Backend {
         return 0;
     }
 
-    /** One line per result: job, file, status, reason, per-stage timeline; the detail below it. */
+    /**
+     * One line per result: job, file, status, reason, per-stage timeline; the output or detail below it, then the
+     * recommended products (category, brand, name, price) or why there are none.
+     */
     static String describe(Path photo, CloudEvent event) throws Exception {
         JsonNode result = JSON.readTree(event.getData().toBytes());
         String status = result.path("status").asText();
@@ -197,6 +219,17 @@ public final class Backend {
             line.append("\n    output ").append(result.path("output").path("image_key").asText());
         } else {
             line.append("\n    detail ").append(result.path("detail").asText());
+        }
+        JsonNode captioning = result.path("captioning");
+        if (captioning.has("products")) {
+            List<String> products = new ArrayList<>();
+            for (JsonNode product : captioning.path("products")) {
+                products.add(String.format(Locale.ROOT, "%s: %s %s %s %s", product.path("category").asText(),
+                        product.path("brand").asText(), product.path("name").asText(),
+                        product.path("price").path("amount").asText(), product.path("price").path("currency").asText()));
+            }
+            line.append("\n    products ").append(products.isEmpty()
+                    ? "none (" + captioning.path("products_note").asText() + ")" : String.join("; ", products));
         }
         return line.toString();
     }
@@ -256,6 +289,14 @@ public final class Backend {
             throw new UsageException("set " + name);
         }
         return value;
+    }
+
+    static double number(String text, String option) throws UsageException {
+        try {
+            return Double.parseDouble(text);
+        } catch (NumberFormatException e) {
+            throw new UsageException(option + ": " + text + " is not a number");
+        }
     }
 
     static String value(String[] args, int index, String option) throws UsageException {
