@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from deskgen.common.detect import DEFAULT_MIN_SCORE
 from deskgen.common.settings import StageSettings
 
 __all__ = ["CaptionerSettings", "SEED_PROMPTS"]
@@ -51,7 +52,7 @@ class CaptionerSettings(StageSettings):
     detector_dir: Path = Field(Path(".cache") / "detectors",
                                description="Folder of the detector files that stack/detectors.sh fetches at set-up "
                                            "(the captioner image: /opt/deskgen/detectors).")
-    detect_min_score: float = Field(0.3, ge=0.05, le=1, description="Smallest detector score kept.")
+    detect_min_score: float = Field(DEFAULT_MIN_SCORE, ge=0.05, le=1, description="Smallest detector score kept.")
     catalogue: bool = Field(True, description="Recommend products from the catalogue topic (<prefix>products); "
                                               "the captioner is ready once it has replayed <prefix>product-vectors "
                                               "then <prefix>products, embedding only products without a vector "

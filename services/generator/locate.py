@@ -34,7 +34,7 @@ from deskgen.services.generator.components import Placement, load_cam, load_owlv
 from deskgen.services.generator.masks import Box
 
 __all__ = ["Detection", "Detector", "CamDetector", "OwlDetector", "AutoDetector", "DEFAULT_CAM_URI",
-           "DEFAULT_OWL_URI", "build_detector", "locate"]
+           "DEFAULT_OWL_URI", "build_detector", "from_captioner", "locate"]
 
 log = logging.getLogger("deskgen.generator.locate")
 
@@ -257,3 +257,12 @@ def locate(detector: Detector, image: Image.Image, products: list[dict[str, Any]
             "detector": detector.name,
         }})
     return located
+
+
+def from_captioner(detections: list[dict[str, Any]], wanted: Sequence[str]) -> tuple[list[list[Detection]], str]:
+    """The captioned event's detections of the ``wanted`` categories, as the locator's (the same upright photo,
+    normalised boxes), and who found them: ``captioner:<model>+<model>``."""
+    kept = [Detection(d["label"], (x0, y0, x1, y1), (_clip((x0 + x1) / 2), _clip((y0 + y1) / 2)), float(d["score"]))
+            for d in detections if d["label"] in wanted for x0, y0, x1, y1 in [d["box"]]]
+    models = sorted({d["model"] for d in detections})
+    return [kept], "captioner:" + "+".join(models) if models else "captioner"

@@ -75,6 +75,7 @@ class GenerationRequest:
     mode: str
     options: GenerationOptions
     products: list[dict[str, Any]] | None = None
+    detections: list[dict[str, Any]] | None = None  # the captioner's, on the upright photo (None: it ran none)
     size_named: bool = True
     preset_fallback: PresetFallback | None = None
 
@@ -110,7 +111,7 @@ def parse_request(data: dict[str, Any], settings: GeneratorSettings, presets: Pr
     return GenerationRequest(
         prompt=prompt, negative_prompt=captioning.get("negative_prompt") or "", preset=preset, mode=mode,
         options=resolve_options(request, settings, job_id, keep_devices=mode == KEEP_DEVICES),
-        products=captioning.get("products"), size_named="width" in request or "height" in request,
+        products=captioning.get("products"), detections=captioning.get("detections"), size_named="width" in request or "height" in request,
         preset_fallback=fallback)
 
 

@@ -105,6 +105,10 @@ class GeneratorSettings(StageSettings):
     # Mode keep_devices: inpaint around the user's own devices, found by the locator.
     keep_categories: list[str] = Field(["monitor", "keyboard", "mouse", "laptop", "speaker"], description="Product "
                                        "categories (common/categories.json) that keep_devices keeps (JSON list).")
+    reuse_detections: bool = Field(True, description="keep_devices keeps the devices the captioner's object "
+                                   "detectors found (the captioned event's detections) instead of running the "
+                                   "locator on the photo again; false: the locator looks (e.g. OWLv2, which also "
+                                   "sees categories the packaged detectors cannot, such as speakers).")
     strength: float = Field(0.9, gt=0, le=1, description="Default inpainting strength of keep_devices (1: the "
                             "area around the devices starts from pure noise).")
     min_strength: float = Field(0.3, gt=0, le=1, description="Lowest strength a request may ask for.")

@@ -1,8 +1,9 @@
 """The generator stage: a captioned photo → one generated PNG (the job's terminal ``succeeded``).
 
 The request is checked by ``request.parse_request`` (preset, mode, options). ``restyle`` draws a new
-desk from the prompt; ``keep_devices`` finds the user's devices on the photo (the ``keep_categories``,
-with the same detector that locates products), masks them and inpaints everything around them, so the
+desk from the prompt; ``keep_devices`` keeps the user's devices on the photo (the ``keep_categories``): those the
+captioner's object detectors found (the event's ``detections``, not looked for again), else what the locator
+finds on the photo; it masks them and inpaints everything around them, so the
 result keeps the user's own pixels there (and stores the mask beside the image). A photo with no device
 found is restyled, and the output says why. The models are the stage's ``Components``, placed on one
 device by one policy (``components.Placement``), resolved and loaded in ``load()`` (after ``/healthz``
@@ -28,7 +29,7 @@ from deskgen.common.models import resolve
 from deskgen.common.request import DEFAULT_MODE
 from deskgen.common.stage import Blob, Blobs, Emit, Stage
 from deskgen.services.generator.geometry import Box, Size, fit, into_crop, point_into_crop, upright_size
-from deskgen.services.generator.locate import Detection, Detector, build_detector, locate
+from deskgen.services.generator.locate import Detection, Detector, build_detector, from_captioner, locate
 from deskgen.services.generator.masks import DeviceMasker
 from deskgen.services.generator.components import lora_file
 from deskgen.services.generator.model import FAST_ADAPTER, Generated, GeneratorModel, build_model
@@ -237,13 +238,16 @@ class GeneratorStage(Stage):
         detector = self.components.detector
         if detector is None:  # parse_request rejects keep_devices without a locator
             raise RuntimeError("keep_devices reached a generator without a locator")
-        started = time.perf_counter()
-        found = detector.detect(photo, self.settings.keep_categories)
-        _lap(timings, "detect_ms", started)
+        if request.detections is not None and self.settings.reuse_detections:
+            found, found_by = from_captioner(request.detections, self.settings.keep_categories)
+        else:
+            started = time.perf_counter()
+            found, found_by = list(detector.detect(photo, self.settings.keep_categories).values()), detector.name
+            _lap(timings, "detect_ms", started)
         fitted, crop = fit(photo, (request.options.width, request.options.height))
         # Found on the whole photo; kept where they fall inside the crop, in the output's coordinates.
         devices = [replace(hit, box=box, centre=point_into_crop(hit.centre, crop))
-                   for hits in found.values() for hit in hits
+                   for hits in found for hit in hits
                    if (box := into_crop(hit.box, crop)) is not None]
         if not devices:
             return None, "no_devices_found"
@@ -251,7 +255,7 @@ class GeneratorStage(Stage):
         started = time.perf_counter()
         mask = masker.mask(fitted, [d.box for d in devices])
         _lap(timings, "mask_ms", started)
-        return KeptDevices(fitted, mask, devices, detector.name, masker.name, crop), None
+        return KeptDevices(fitted, mask, devices, found_by, masker.name, crop), None
 
     def _output(self, job_id: str, request: GenerationRequest, generated: Generated, kept: KeptDevices | None,
                 fallback: str | None) -> dict[str, Any]:

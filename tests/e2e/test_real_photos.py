@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "desk-photos"
 DEV_RESOLUTION = 64  # the dev settings' 64×64 default: their buckets are SDXL's scaled to 64² pixels
-PHONE_PHOTO = "laptop-white-desk-plant.jpg"  # the dev locator (class-activation maps) finds its laptop
+PHONE_PHOTO = "laptop-white-desk-plant.jpg"  # the packaged detectors and the dev locator both find its laptop
 # A fixed subset, one per kind of aspect (portrait, near-square, 4:3, 3:2, 2:1), so the run time does not grow with the
 # folder; tests/unit/test_desk_photo_provenance.py checks every photo of it.
 GEOMETRY_PHOTOS = ("mug-and-keyboard-closeup.jpg", "laptop-blue-room-chairs.jpg", "lab-desk-monitor-front.jpg",
@@ -93,3 +93,5 @@ def test_a_phone_photo_as_heic_or_avif_goes_through_every_stage_in_both_modes(pi
         assert (output["mode"], (output["width"], output["height"])) == (mode, bucket)
         image = Image.open(io.BytesIO(pipeline.store.get(output["image_key"])))
         assert (image.format, image.size) == ("PNG", bucket)
+        if mode == "keep_devices":  # the captioner's detectors found the laptop; the generator did not look again
+            assert output["detector"].startswith("captioner:") and "detect_ms" not in output["timings"], output

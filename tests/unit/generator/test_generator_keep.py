@@ -189,3 +189,52 @@ def test_the_kept_devices_are_typed_and_sized_to_the_output(tiny_model, tiny_set
     assert kept.devices and all(isinstance(d, Detection) for d in kept.devices)
     assert {d.label for d in kept.devices} <= set(tiny_settings.keep_categories)
     assert (kept.detector, kept.masker) == (cam.name, "boxes")
+
+
+# The captioner's detections on the event (the upright 320×240 photo): a monitor and a keyboard to keep, a plant not.
+_CAPTIONER_SAW = [{"label": "monitor", "score": 0.9, "box": [0.3, 0.1, 0.7, 0.5], "model": "ssd-oidv4"},
+                  {"label": "keyboard", "score": 0.6, "box": [0.35, 0.6, 0.65, 0.7], "model": "centernet-coco"},
+                  {"label": "plant", "score": 0.8, "box": [0.0, 0.0, 0.1, 0.2], "model": "centernet-coco"}]
+
+
+@pytest.mark.realweights
+def test_keep_devices_reuses_the_captioners_detections_instead_of_looking_again(tiny_model, tiny_settings, cam,
+                                                                               captioned):
+    stage = GeneratorStage(_components(tiny_model, cam), tiny_settings)
+    event = captioned("job-reuse", {"mode": "keep_devices", "width": 96, "height": 64})
+    event.data["captioning"]["detections"] = _CAPTIONER_SAW
+    request = parse_request(event.data, tiny_settings, tiny_model.presets, event.job_id)
+
+    timings = {}
+    kept, fallback = stage._kept_devices(draw_desk(seed=0, size=(320, 240)), request, timings)
+
+    assert fallback is None and isinstance(kept, KeptDevices)
+    assert set(timings) == {"mask_ms"}  # the locator did not run
+    assert kept.detector == "captioner:centernet-coco+ssd-oidv4"
+    # 4:3 photo cropped to 3:2 (1/18 off the top and bottom): boxes move into the crop's coordinates.
+    assert [(d.label, d.score) for d in kept.devices] == [("monitor", 0.9), ("keyboard", 0.6)]
+    assert kept.devices[0].box == pytest.approx((0.3, (0.1 - 1 / 18) * 18 / 16, 0.7, (0.5 - 1 / 18) * 18 / 16))
+    assert kept.devices[1].centre == pytest.approx((0.5, (0.65 - 1 / 18) * 18 / 16))
+
+
+@pytest.mark.realweights
+def test_keep_devices_with_no_device_among_the_captioners_detections_restyles_and_says_why(
+        tiny_model, tiny_settings, cam, captioned):
+    stage = GeneratorStage(_components(tiny_model, cam), tiny_settings)
+    event = captioned("job-nodev", {"mode": "keep_devices"})
+    event.data["captioning"]["detections"] = _CAPTIONER_SAW[2:]  # only a plant
+    request = parse_request(event.data, tiny_settings, tiny_model.presets, event.job_id)
+    assert stage._kept_devices(draw_desk(seed=0, size=(320, 240)), request, {}) == (None, "no_devices_found")
+
+
+@pytest.mark.realweights
+def test_with_reuse_off_the_locator_looks_at_the_photo_itself(tiny_model, tiny_settings, cam, captioned):
+    stage = GeneratorStage(_components(tiny_model, cam), tiny_settings.model_copy(update={"reuse_detections": False}))
+    event = captioned("job-look", {"mode": "keep_devices", "width": 96, "height": 64})
+    event.data["captioning"]["detections"] = _CAPTIONER_SAW[2:]
+    request = parse_request(event.data, tiny_settings, tiny_model.presets, event.job_id)
+
+    timings = {}
+    kept, _ = stage._kept_devices(draw_desk(seed=0, size=(320, 240)), request, timings)
+
+    assert "detect_ms" in timings and kept is not None and kept.detector == cam.name
