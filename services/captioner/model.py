@@ -27,6 +27,7 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 from deskgen.common.errors import FatalError
 from deskgen.common.models import ModelSources, identify, resolve
 from deskgen.services.captioner.onnx_blip import OnnxBlip, int8_weight_type
+from deskgen.services.captioner.static_blip import StaticBlip
 
 __all__ = ["Caption", "CaptionResult", "BlipCaptioner", "PRECISIONS", "BACKENDS", "auto_precision", "cpu_isa",
            "CPU_PATHS"]
@@ -37,7 +38,7 @@ log = logging.getLogger("deskgen.captioner")
 # fp16 on GPUs; int8 = dynamic int8 quantisation (per output channel) of every Linear layer, CPU only
 # (torch: torch.ao; onnxruntime: its QOperator dynamic quantisation, see onnx_blip).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "torch_compile")
 
 # The CPU path ``auto`` takes for each ISA (``cpu_isa``): the fastest whose teacher-forced next tokens agree with
 # fp32 torch at >= 95 % of the bench's positions (tests/bench/bench_captioner.py, the README's table). On the
@@ -46,7 +47,8 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 CPU_PATHS = {isa: ("onnxruntime", "fp32") for isa in ("amx", "avx512_bf16", "avx512_vnni", "avx512", "avx2",
                                                       "baseline")}
 
-ImageState = torch.Tensor | tuple[np.ndarray, np.ndarray]  # torch: image embeddings; onnxruntime: keys, values
+# torch: image embeddings; onnxruntime (numpy) and torch_compile (torch): every decoder layer's image keys, values
+ImageState = torch.Tensor | tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class BlipCaptioner:
         num_beams: 1 = greedy; more = beam search. Never sampling.
         precision: one of ``PRECISIONS``; ``auto`` is resolved here (see ``auto_precision``).
         device: ``cpu``, ``cuda`` or ``auto`` (cuda when available).
-        backend: ``torch``, ``onnxruntime`` (CPU, greedy; fp32 or int8) or ``auto``: on a CPU with precision
+        backend: ``torch``, ``onnxruntime`` (CPU, greedy; fp32 or int8), ``torch_compile`` (greedy, a static KV
+            cache, ``torch.compile``; fp32, bf16 or fp16, see ``static_blip``) or ``auto``: on a CPU with precision
             ``auto``, ``CPU_PATHS[cpu_isa()]``; otherwise torch.
         onnx_cache: folder of the exported ONNX graphs (onnxruntime only).
         threads: onnxruntime's intra-op threads (None: one per core); torch's are set once by the service.
@@ -118,6 +121,8 @@ class BlipCaptioner:
             precision = "int8" if precision == "auto" else precision
             if self.device.type != "cpu" or precision not in ("fp32", "int8") or num_beams != 1:
                 raise FatalError("the onnxruntime backend runs greedy decoding on the CPU, in fp32 or int8")
+        if backend == "torch_compile" and (precision == "int8" or num_beams != 1):
+            raise FatalError("the torch_compile backend runs greedy decoding in fp32, bf16 or fp16")
         self.backend, self.onnx_cache, self.threads = backend, onnx_cache, threads
         self.precision = precision = auto_precision(self.device) if precision == "auto" else precision
         if precision == "int8" and self.device.type != "cpu":
@@ -130,6 +135,7 @@ class BlipCaptioner:
         self.card: dict[str, str] = {}  # name, version, uri: the model's identity in every output
         self.load_ms = 0.0
         self._onnx: OnnxBlip | None = None
+        self._static: StaticBlip | None = None
         self._prompt_ids = self._prompt_mask = torch.empty(0, dtype=torch.long)
 
     @property
@@ -153,6 +159,8 @@ class BlipCaptioner:
             cache = self.onnx_cache or Path(tempfile.gettempdir()) / "deskgen-captioner-onnx"
             self._onnx = OnnxBlip(model.eval(), cache, identity.version, quantisation, self.threads)
         self.model = self._prepare(model.eval())
+        if self.backend == "torch_compile":
+            self._static = StaticBlip(self.model)
         self.card, self.weights = identity.as_dict(), identity.weights
         self._prompt_ids, self._prompt_mask = self._encode_prompts()
         self.load_ms = (time.perf_counter() - started) * 1000
@@ -193,9 +201,11 @@ class BlipCaptioner:
     @torch.inference_mode()
     def encode_image(self, pixels: torch.Tensor) -> ImageState:
         """The image side, once per photo: pixels (n, 3, h, w) → torch: BLIP's image embeddings (n, patches + 1,
-        width); onnxruntime: every decoder layer's cross-attention keys and values."""
+        width); onnxruntime, torch_compile: every decoder layer's cross-attention keys and values."""
         if self._onnx is not None:
             return self._onnx.encode(pixels.numpy())
+        if self._static is not None:
+            return self._static.encode(pixels)
         return self.model.vision_model(pixel_values=pixels)[0]
 
     def _rows(self, photos: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,9 +219,11 @@ class BlipCaptioner:
         config = self.model.config.text_config
         if isinstance(image, tuple):
             ids, mask = self._rows(image[0].shape[1])
-            return torch.from_numpy(self._onnx.generate(
-                image, ids.numpy(), mask.numpy(), max_new_tokens=self.max_new_tokens,
-                min_new_tokens=self.min_new_tokens, eos=config.sep_token_id, pad=config.pad_token_id))
+            bounds = {"max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
+                      "eos": config.sep_token_id, "pad": config.pad_token_id}
+            if self._static is not None:
+                return self._static.generate(image, ids, mask, **bounds)
+            return torch.from_numpy(self._onnx.generate(image, ids.numpy(), mask.numpy(), **bounds))
         image_embeds = image
         photos, prompts = image_embeds.shape[0], len(self.prompts)
         image_embeds = (image_embeds.expand(prompts, -1, -1) if photos == 1 else
@@ -239,6 +251,8 @@ class BlipCaptioner:
         mask = torch.cat([prompt_mask, torch.ones_like(sequences[:, prompt_ids.shape[1]:])], dim=1)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         start = prompt_ids.shape[1] - 1
+        if self._static is not None:
+            return self._static.teacher_forced(sequences, positions, mask, image)[:, start:-1]
         if isinstance(image, tuple):
             logits = self._onnx.forward(sequences.numpy(), positions.numpy(), mask.numpy(),
                                         self._onnx.empty_cache(sequences.shape[0]), image)[0]

@@ -22,6 +22,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime
@@ -30,7 +31,7 @@ from torch import nn
 
 from deskgen.common.errors import FatalError
 
-__all__ = ["OnnxBlip", "GRAPH_VERSION", "int8_weight_type"]
+__all__ = ["OnnxBlip", "GRAPH_VERSION", "int8_weight_type", "greedy"]
 
 log = logging.getLogger("deskgen.captioner")
 
@@ -207,22 +208,40 @@ class OnnxBlip:
 
     def generate(self, cross: tuple[np.ndarray, np.ndarray], ids: np.ndarray, mask: np.ndarray, *,
                  max_new_tokens: int, min_new_tokens: int, eos: int, pad: int) -> np.ndarray:
-        """Greedy decoding of left-padded image-major rows ``ids``/``mask`` against their photos' keys/values:
-        the prompt ids followed by the new tokens (``pad`` after a row's ``eos``), like BLIP's ``generate``."""
-        rows = ids.shape[0]
-        positions = np.maximum(mask.cumsum(1) - 1, 0)
-        logits, keys, values = self.forward(ids, positions, mask, self.empty_cache(rows), cross)
-        sequences, done = ids, np.zeros(rows, bool)
-        for step in range(max_new_tokens):
-            scores = logits[:, -1]
-            if step < min_new_tokens:
-                scores[:, eos] = -np.inf
-            token = np.where(done, pad, scores.argmax(-1))
-            sequences = np.concatenate([sequences, token[:, None]], axis=1)
-            done |= token == eos
-            if done.all() or step == max_new_tokens - 1:
-                break
-            positions = positions[:, -1:] + 1
-            mask = np.concatenate([mask, np.ones((rows, 1), mask.dtype)], axis=1)
-            logits, keys, values = self.forward(token[:, None], positions, mask, (keys, values), cross)
-        return sequences
+        """Greedy decoding (``greedy``) of left-padded image-major rows against their photos' keys/values; the
+        self-attention cache grows by each step's tokens."""
+        key_mask, cache = mask, self.empty_cache(ids.shape[0])
+
+        def step(new_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            nonlocal key_mask, cache
+            if cache[0].shape[3]:  # after the prefill: one more visible key per row
+                key_mask = np.concatenate([key_mask, np.ones((ids.shape[0], 1), mask.dtype)], axis=1)
+            logits, keys, values = self.forward(new_ids, positions, key_mask, cache, cross)
+            cache = keys, values
+            return logits
+
+        return greedy(step, ids, mask, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, eos=eos, pad=pad)
+
+
+def greedy(step: Callable[[np.ndarray, np.ndarray], np.ndarray], ids: np.ndarray, mask: np.ndarray, *,
+           max_new_tokens: int, min_new_tokens: int, eos: int, pad: int) -> np.ndarray:
+    """Greedy decoding of left-padded rows ``ids``/``mask``, like BLIP's ``generate``: the prompt ids followed by
+    the new tokens (``pad`` after a row's ``eos``). ``step(new_ids, position_ids)`` runs the decoder over the new
+    tokens after those it has seen (its cache) and returns their logits (rows, new, vocab); position ids follow
+    the attention mask."""
+    rows = ids.shape[0]
+    positions = np.maximum(mask.cumsum(1) - 1, 0)
+    logits = step(ids, positions)
+    sequences, done = ids, np.zeros(rows, bool)
+    for generated in range(max_new_tokens):
+        scores = logits[:, -1]
+        if generated < min_new_tokens:
+            scores[:, eos] = -np.inf
+        token = np.where(done, pad, scores.argmax(-1))
+        sequences = np.concatenate([sequences, token[:, None]], axis=1)
+        done |= token == eos
+        if done.all() or generated == max_new_tokens - 1:
+            break
+        positions = positions[:, -1:] + 1
+        logits = step(token[:, None], positions)
+    return sequences

@@ -36,11 +36,13 @@ class CaptionerSettings(StageSettings):
                            "one generate of photos × prompts rows, one transaction); also the runtime's default "
                            "batch size for this stage.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where BLIP runs; auto = cuda when present.")
-    backend: Literal["auto", "torch", "onnxruntime"] = Field(
+    backend: Literal["auto", "torch", "onnxruntime", "torch_compile"] = Field(
         "auto", description="auto = on a CPU with precision auto, the path the README's bench table chose for the "
                             "CPU's instructions (AMX, AVX-512 BF16/VNNI, AVX2), logged and in "
                             "deskgen_captioner_backend_info; else torch. onnxruntime = BLIP exported to ONNX at "
-                            "start (cached in onnx_cache), greedy only, fp32 or int8.")
+                            "start (cached in onnx_cache), greedy only, fp32 or int8. torch_compile = torch with a "
+                            "static KV cache under torch.compile (compiled on the first batch of each size: "
+                            "minutes on 2 cores), greedy only, fp32/bf16/fp16.")
     onnx_cache: Path | None = Field(None, json_schema_extra={"shown_default": "$DESKGEN_STATE_DIR/captioner-onnx"},
                                     description="Folder of BLIP's exported ONNX graphs, keyed by the weights' digest "
                                                 "(an export takes a minute or two on 2 cores).")

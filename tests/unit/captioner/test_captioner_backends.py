@@ -81,3 +81,49 @@ def test_the_stage_reports_its_path_in_the_log_and_a_metric(weights, tmp_path, c
     labels = {"stage": "captioner", "backend": "onnxruntime", "precision": "fp32", "isa": captioner.isa}
     assert REGISTRY.get_sample_value("deskgen_captioner_backend_info", labels) == 1
     assert f"BLIP on onnxruntime, fp32 (chosen for {captioner.isa}), batches of up to 3 photos" in caplog.text
+
+
+def test_the_static_cache_decodes_what_the_dynamic_decode_does(weights):
+    """Eager (no compile: the same module torch.compile wraps): tokens and teacher-forced logits of torch's."""
+    from deskgen.services.captioner.static_blip import StaticBlip
+
+    photos = [_photo(i) for i in range(2)]
+    dynamic = BlipCaptioner(weights.as_uri(), SEED_PROMPTS, max_new_tokens=8, min_new_tokens=3)
+    dynamic.load()
+    static = BlipCaptioner(weights.as_uri(), SEED_PROMPTS, max_new_tokens=8, min_new_tokens=3, backend="torch_compile")
+    static.load()
+    assert static.model is not None
+    static._static = StaticBlip(static.model, compiled=False)
+    pixels = torch.cat([dynamic.pixel_values(p) for p in photos])
+    sequences = dynamic.generate(dynamic.encode_image(pixels))
+    assert torch.equal(static.generate(static.encode_image(pixels)), sequences)
+    expected = dynamic.next_token_logits(dynamic.encode_image(pixels), sequences)
+    torch.testing.assert_close(static.next_token_logits(static.encode_image(pixels), sequences), expected,
+                               atol=1e-5, rtol=1e-5)
+    assert [r.captions for r in static.caption_many(photos)] == [r.captions for r in dynamic.caption_many(photos)]
+
+
+def test_torch_compile_compiles_and_captions_as_torch(weights):
+    photos = [_photo(i) for i in range(3)]
+    compiled = BlipCaptioner(weights.as_uri(), SEED_PROMPTS, max_new_tokens=8, backend="torch_compile")
+    compiled.load()
+    torch_fp32 = BlipCaptioner(weights.as_uri(), SEED_PROMPTS, max_new_tokens=8)
+    torch_fp32.load()
+    assert (compiled.backend, compiled.precision) == ("torch_compile", "fp32")
+    assert [r.captions for r in compiled.caption_many(photos)] == [r.captions for r in torch_fp32.caption_many(photos)]
+
+
+@pytest.mark.parametrize("options", [{"num_beams": 2}, {"precision": "int8"}])
+def test_torch_compile_refuses_what_it_does_not_run(weights, options):
+    with pytest.raises(FatalError, match="torch_compile backend"):
+        BlipCaptioner(weights.as_uri(), SEED_PROMPTS, backend="torch_compile", **options)
+
+
+def test_settings_select_the_torch_compile_backend(monkeypatch):
+    from deskgen.services.captioner.settings import CaptionerSettings
+    from deskgen.services.captioner.stage import build_captioner
+
+    monkeypatch.setenv("DESKGEN_CAPTIONER_BACKEND", "torch_compile")
+    monkeypatch.setenv("DESKGEN_CAPTIONER_PRECISION", "fp32")
+    captioner = build_captioner(CaptionerSettings())
+    assert (captioner.backend, captioner.precision) == ("torch_compile", "fp32")
