@@ -4,15 +4,17 @@
                                           [--gpu]
 
 Each ``--isa`` runs in its own process (the caps must be set before torch loads): ``native`` as the CPU is,
-``avx2`` with ``ATEN_CPU_CAPABILITY=avx2`` and ``ONEDNN_MAX_CPU_ISA=AVX2`` (torch's own kernels and oneDNN's).
-ONNX Runtime's MLAS picks its kernels from CPUID and has no cap, so its rows in the ``avx2`` run still use the
-CPU's best instructions: the table says so.
+``avx2`` with ``ATEN_CPU_CAPABILITY=avx2`` (torch's own kernels and the code ``torch.compile`` generates),
+``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN) and ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (MKL, torch's fp32 matrix products).
+ONNX Runtime's MLAS picks its kernels from CPUID at run time and has no cap (only build options), so its rows in
+the ``avx2`` run still use the CPU's best instructions: the table says so.
 
 Paths, on the same photos and in one process, their repetitions interleaved so load from other processes
 hits every path alike:
 - the service path (image encoded once, prompts as one batch) in torch fp32 (the reference), bf16
-  (only where the CPU has native bf16), dynamic int8, and on ONNX Runtime fp32 and dynamic int8 with QUInt8
-  and with QInt8 weights;
+  (only where the CPU has native bf16), dynamic int8, torch fp32 with a static KV cache under
+  ``torch.compile`` (``static_blip``; its compile time is printed, not timed in the row), and on ONNX Runtime
+  fp32 and dynamic int8 with QUInt8 and with QInt8 weights;
 - ``--gpu``: instead, torch fp32 and fp16 (the service's GPU default) on a CUDA GPU, against the same CPU fp32
   reference (``make bench-gpu``).
 Fidelity against torch fp32 on the same weights and photos: the share of greedy tokens that agree when each
@@ -42,7 +44,9 @@ from typing import Callable
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-ISA_CAPS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+ISA_CAPS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                   "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+RUN_LABELS = {"native": "native", "avx2": "torch ISA capped at AVX2"}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -108,8 +112,8 @@ def _child(args: argparse.Namespace) -> None:
     default = f"onnxruntime {int8_weight_type(isa)}" if (backend, precision) == ("onnxruntime", "int8") else \
         f"{backend} {precision}"
 
-    candidates = [] if args.gpu else [("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"), ("onnxruntime", "fp32"),
-                                      ("onnxruntime", "QUInt8"), ("onnxruntime", "QInt8")]
+    candidates = [] if args.gpu else [("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"), ("torch_compile", "fp32"),
+                                      ("onnxruntime", "fp32"), ("onnxruntime", "QUInt8"), ("onnxruntime", "QInt8")]
     for backend, precision in candidates:
         if precision == "bf16" and isa not in ("amx", "avx512_bf16"):
             continue  # emulated without native bf16: tens of seconds per photo
@@ -128,8 +132,11 @@ def _child(args: argparse.Namespace) -> None:
     reps = 1 if args.quick else args.reps
     samples: dict[str, list[float]] = {name: [] for name in paths}
     splits: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
-    for _, run in paths.values():
-        run(photos[0])  # warm-up
+    warm_up: dict[str, float] = {}
+    for name, (_, run) in paths.items():
+        started = time.perf_counter()
+        run(photos[0])  # warm-up (torch_compile: its compile for one photo)
+        warm_up[name] = (time.perf_counter() - started) * 1000
     for _ in range(reps):
         for name, (model, run) in paths.items():
             started = time.perf_counter()
@@ -141,7 +148,8 @@ def _child(args: argparse.Namespace) -> None:
     fidelity_reference = _decode(reference, photos)
     for name, (model, _) in paths.items():
         row = {"isa": isa, "path": name, "ms": statistics.median(samples[name]), "runs": samples[name],
-               "default": name == default, "split": [statistics.median(s) for s in zip(*splits[name])]}
+               "default": name == default, "split": [statistics.median(s) for s in zip(*splits[name])],
+               "warm_up": warm_up[name]}
         row.update(_fidelity(model, photos, fidelity_reference))
         print(json.dumps(row), flush=True)
     if default in paths:
@@ -260,18 +268,21 @@ def main(argv: list[str] | None = None) -> int:
         group = [r for r in rows if r["run"] == run]
         baseline = group[0]["ms"]
         for r in group:
-            mlas = " (MLAS uncapped)" if run != "native" and r["path"].startswith("onnxruntime") else ""
+            mlas = " (MLAS uncapped: AVX-512)" if run != "native" and r["path"].startswith("onnxruntime") else ""
             split = " / ".join(f"{x:.0f}" for x in r["split"])
             fidelity = f"{r['free']:.1%} | {r['forced']:.1%} | {max(r['kl'], 0):.2g}"
-            print(f"| {run} ({r['isa']}) | {r['path']}{mlas} | {r['ms']:.0f} | {baseline / r['ms']:.2f} | {split} | "
+            print(f"| {RUN_LABELS[run]} ({r['isa']}) | {r['path']}{mlas} | {r['ms']:.0f} | {baseline / r['ms']:.2f} | {split} | "
                   f"{fidelity} | {'**auto**' if r['default'] else ''} | {', '.join(f'{s:.0f}' for s in r['runs'])} |")
     if rows:
         print(f"\nNear-ties: fp32's top two next-token probabilities are within 0.01 at "
               f"{rows[-1].get('near_ties', 0):.0%} of the teacher-forced positions (random weights).")
+        for r in rows:
+            if r["path"].startswith("torch_compile"):
+                print(f"{RUN_LABELS[r['run']]}: {r['path']}'s first photo (its compile) took {r['warm_up'] / 1000:.0f} s.")
     print("\n| run (torch ISA) | path | photos per batch | photos/s per pod | ms/photo |")
     print("|---|---|---:|---:|---:|")
     for t in throughput:
-        print(f"| {t['run']} ({t['isa']}) | {t['throughput']} | {t['batch']} | {t['photos_s']:.2f} | "
+        print(f"| {RUN_LABELS[t['run']]} ({t['isa']}) | {t['throughput']} | {t['batch']} | {t['photos_s']:.2f} | "
               f"{t['ms_per_photo']:.0f} |")
     print(f"\nload average after: {_load()} (above {args.threads} means other processes shared the cores)")
     print("\n".join(failed))
