@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--mode", choices=MODES)
     submit.add_argument("--fast", action="store_true", default=None, help="few-step LoRA, CFG off")
     submit.add_argument("--strength", type=float, help="inpainting strength (keep_devices)")
+    submit.add_argument("--budget", nargs=2, metavar=("AMOUNT", "CURRENCY"),
+                        help="the most one recommended product may cost, e.g. 250 EUR")
+    submit.add_argument("--include", help="recommend only these product categories, comma-separated")
+    submit.add_argument("--exclude", help="never recommend these product categories, comma-separated")
     submit.set_defaults(func=_submit)
 
     watch = commands.add_parser("watch", help="print terminal results from the `generated` topic")
@@ -132,6 +136,15 @@ def _submit(args: argparse.Namespace, rest: list[str]) -> int:
     request = {name: getattr(args, name) for name in ("concept", "preset", "steps", "guidance", "width", "height",
                                                       "seed", "scheduler", "mode", "fast", "strength")
                if getattr(args, name) is not None}
+    if args.budget:
+        try:
+            request["budget"] = {"amount": float(args.budget[0]), "currency": args.budget[1]}
+        except ValueError:
+            raise FatalError(f"--budget: {args.budget[0]!r} is not a number") from None
+    categories = {name: [c.strip() for c in getattr(args, name).split(",") if c.strip()]
+                  for name in ("include", "exclude") if getattr(args, name)}
+    if categories:
+        request["categories"] = categories  # the schema checks the names when the event is built
     with Backend(BackendSettings.load(), source="/deskgen/cli") as backend:
         backend.ensure_bucket()
         for path in args.paths:

@@ -49,3 +49,24 @@ def test_a_photo_of_an_unknown_format_is_refused_before_anything_is_stored(pipel
         pipeline.backend.submit(b"GIF89a not allowed", job_id="gif-job")
     assert refused.value.reason == "image_format_not_allowed"
     assert not pipeline.store.exists("uploads/gif-job/original.gif")
+
+
+def test_the_cli_sends_a_budget_and_product_categories_and_refuses_bad_ones(pipeline, tmp_path):
+    pipeline.create_topics(partitions=1)
+    desk = tmp_path / "desk.png"
+    desk.write_bytes(photo_bytes((30, 200, 40), fmt="PNG"))
+
+    sent = _cli(pipeline, "submit", str(desk), "--budget", "120", "EUR", "--include", "monitor, desk lamp",
+                "--exclude", "chair")
+    assert sent.returncode == 0, sent.stderr
+    [job] = sent.stdout.split()
+    [upload] = [r for r in pipeline.read("uploaded", until=lambda rs: any(r["key"].decode() == job for r in rs))
+                if r["key"].decode() == job]
+    assert upload["data"]["request"] == {"budget": {"amount": 120.0, "currency": "EUR"},
+                                         "categories": {"include": ["monitor", "desk lamp"], "exclude": ["chair"]}}
+
+    refused = _cli(pipeline, "submit", str(desk), "--budget", "120", "eur")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "event_invalid" in refused.stderr and "request/budget/currency" in refused.stderr
+    unknown = _cli(pipeline, "submit", str(desk), "--include", "sofa")
+    assert unknown.returncode == 2 and "request/categories/include/0: 'sofa'" in unknown.stderr
