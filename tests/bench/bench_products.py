@@ -1,7 +1,7 @@
 """What the captioner recommends for, on real labelled desk photos: per-category precision and recall, and the CPU
 time per photo, side by side for four category sets in one run.
 
-    python tests/bench/bench_products.py [--photos tests/data/desk-photos] [--limit 5] [--min-score 0.3]
+    python tests/bench/bench_products.py [--photos tests/data/desk-photos] [--limit 5] [--min-score 0.25]
 
 Photos and labels: ``provenance.json`` of the photo folder (objects read by eye from each photo, presence only).
 Each photo goes through the service's code: ``load_photo`` (EXIF orientation, JPEG draft), the real
@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from deskgen.common.catalogue import categories
-from deskgen.common.detect import DETECTORS, ObjectDetector, load_photo  # imports onnxruntime before usearch
+from deskgen.common.detect import DEFAULT_MIN_SCORE, DETECTORS, ObjectDetector, load_photo  # onnxruntime before usearch
 from deskgen.services.captioner.prompts import concept_book
 from deskgen.services.captioner.recommend import Preferences, Recommender, concept_style, desires
 from deskgen.services.classifier.model import DeskClassifier
@@ -55,7 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=Path, default=ROOT / "tests" / "data" / "desk-photos")
     parser.add_argument("--limit", type=int, default=5, help="categories recommended per photo (products_max)")
-    parser.add_argument("--min-score", type=float, default=0.3, help="smallest detection score kept")
+    parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE, help="smallest detection score kept")
     parser.add_argument("--detector-dir", type=Path, default=ROOT / ".cache" / "detectors")
     args = parser.parse_args()
     torch.set_num_threads(1)
