@@ -101,7 +101,7 @@ bench-gpu: setup ## GPU benchmarks in one command (generator service vs plain di
 # ---- Kubernetes (k8s/; root on Debian: stack/system-deps.sh k8s installs the packages) ----
 .PHONY: k8s-tools images k8s-up k8s-down k8s-test k8s-demo
 
-k8s-tools: ## build Kubernetes v1.34, KWOK and Helm into .cache/k8s/bin (Go module proxy; cached)
+k8s-tools: ## build Kubernetes v1.34, KWOK, Helm and KEDA v2.21 into .cache/k8s/bin (Go module proxy; cached)
 	bash stack/system-deps.sh k8s
 	k8s/build-tools.sh
 
@@ -117,7 +117,7 @@ k8s-down: ## stop the local cluster by PID; bridges, iptables and sysctls restor
 	bash stack/system-deps.sh k8s
 	k8s/cluster.sh down
 
-k8s-test: setup ## images, cluster, chart install, helm test, data path, faults, placement, metrics; cluster stopped after
+k8s-test: setup ## images, cluster, KEDA, chart install, helm test, data path, faults, KEDA scaling, placement, metrics; cluster stopped after
 	bash stack/system-deps.sh k8s
 	PY=$(PY) k8s/test.sh
 

@@ -3,10 +3,17 @@
 # and addresses): a CA and client certificates per component, their kubeconfigs, and the configuration of
 # containerd, the CNI bridge, kubelet and kube-proxy, all under .cache/k8s/run. Existing files are kept.
 
-cert() {  # name subject [extensions]: a key and a certificate signed by the cluster CA
+authority() {  # name common-name: a self-signed CA
   [[ -f "$PKI/$1.crt" ]] && return
+  openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -subj "/CN=$2" -days 3650 \
+    -out "$PKI/$1.crt" 2>/dev/null
+}
+
+cert() {  # name subject [extensions] [CA, default: the cluster CA]: a key and a certificate signed by that CA
+  [[ -f "$PKI/$1.crt" ]] && return
+  local ca="${4:-ca}"
   openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -subj "$2" -out "$PKI/$1.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" -CAcreateserial -days 3650 \
     -out "$PKI/$1.crt" ${3:+-extfile <(printf '%s' "$3")} 2>/dev/null
   rm -f "$PKI/$1.csr"
 }
@@ -33,10 +40,11 @@ EOF
 configure() {
   mkdir -p "$PKI" "$LOGS" "$PIDS" "$RUN/cni/net.d" "$RUN/containerd" "$RUN/kubelet"
   chmod 700 "$RUN"
-  if [[ ! -f "$PKI/ca.crt" ]]; then
-    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -subj "/CN=deskgen-local-ca" \
-      -days 3650 -out "$PKI/ca.crt" 2>/dev/null
-  fi
+  authority ca deskgen-local-ca
+  # The aggregation layer: the API server proxies to extension API servers (KEDA's metrics adapter) with
+  # this client certificate, from a CA of its own that they trust for the X-Remote-* request headers.
+  authority front-proxy-ca deskgen-front-proxy-ca
+  cert front-proxy-client "/CN=front-proxy-client" "extendedKeyUsage=clientAuth" front-proxy-ca
   local san="DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
   san+=",DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP,IP:$API_SERVICE_IP"
   cert apiserver "/CN=kube-apiserver" "subjectAltName=$san

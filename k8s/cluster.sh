@@ -35,6 +35,9 @@ ETCD_PORT=12379
 SOCK="$RUN/containerd/containerd.sock"
 PAUSE_IMAGE="registry.k8s.io/pause:3.10"
 KUBECONFIG_ADMIN="$RUN/admin.kubeconfig"
+# How long the HPA controller (KEDA's HPAs among them) keeps the highest recommendation before scaling
+# down (Kubernetes' default: 5 min); short here so a test sees the scale-in.
+HPA_DOWNSCALE_STABILIZATION=30s
 # Sysctls the node's daemons may change (kubelet's kernel defaults, the bridge plugin's forwarding,
 # kube-proxy's route_localnet): recorded at the first `up`, written back by `down`.
 SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward
@@ -171,7 +174,12 @@ up() {
     --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types=InternalIP,Hostname \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local --profiling=false
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local --profiling=false \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=true
   wait_for "containerd" 60 ctr --address "$SOCK" version
   pause_image
   wait_for "kube-apiserver" 120 kctl get --raw /readyz
@@ -179,7 +187,8 @@ up() {
     --kubeconfig="$RUN/controller-manager.kubeconfig" --bind-address=127.0.0.1 --leader-elect=false \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --use-service-account-credentials=true --cluster-signing-cert-file="$PKI/ca.crt" \
-    --cluster-signing-key-file="$PKI/ca.key" --profiling=false
+    --cluster-signing-key-file="$PKI/ca.key" --profiling=false \
+    --horizontal-pod-autoscaler-downscale-stabilization="$HPA_DOWNSCALE_STABILIZATION"
   start kube-scheduler "$RUN/scheduler.kubeconfig" "$BIN/kube-scheduler" \
     --kubeconfig="$RUN/scheduler.kubeconfig" --bind-address=127.0.0.1 --leader-elect=false --profiling=false
   start kubelet "$RUN/kubelet.yaml" "$BIN/kubelet" --config="$RUN/kubelet.yaml" \
@@ -201,7 +210,11 @@ down() {
   [[ -d "$RUN" ]] || { log "down: nothing to stop"; return; }
   # Pods first, while kubelet runs, so their network namespaces, veths and iptables rules go too.
   if pid_of kube-apiserver "--etcd-servers" >/dev/null && pid_of kubelet "$RUN/kubelet.yaml" >/dev/null; then
-    local ns
+    local ns api
+    # Aggregated APIs served by pods (KEDA's external metrics) would be unavailable at the next `up`.
+    for api in $(kctl get apiservices -o jsonpath='{range .items[?(@.spec.service)]}{.metadata.name}{"\n"}{end}' 2>/dev/null); do
+      kctl delete apiservice "$api" --wait=false >/dev/null 2>&1 || true
+    done
     for ns in $(kctl get namespaces -o name 2>/dev/null | sed 's#namespace/##'); do
       case "$ns" in kube-system|kube-public|kube-node-lease|default) ;; *) kctl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true ;; esac
     done
