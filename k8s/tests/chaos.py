@@ -34,7 +34,7 @@ def epoch(timestamp: str) -> float:
 @dataclasses.dataclass
 class Fault:
     kind: str  # e.g. "SIGKILL in place", "force delete", "broker SIGKILL"
-    target: str  # a stage name, "kafka" or "s3proxy"
+    target: str  # a stage name, "kafka", "s3proxy", or "keda" (a burst KEDA scales the captioner on)
     pod: str
     at: float  # epoch seconds, just before the signal
     inflight: float | None = None  # the pod's gauge read just before the kill
@@ -148,18 +148,25 @@ class Sampler(threading.Thread):
         self.join(60)
 
 
-def inflight(pod: dict, stage: str) -> float | None:
-    """The pod's ``deskgen_inflight_jobs`` gauge (None when the pod does not answer)."""
+def pod_metric(pod: dict, name: str, **labels: str) -> float | None:
+    """The first sample of metric ``name`` with ``labels`` on the pod's /metrics (None when the pod does
+    not answer or has no such sample)."""
     url = f"http://{pod['status']['podIP']}:{HTTP_PORT}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             text = response.read().decode()
     except OSError:
         return None
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
     for line in text.splitlines():
-        if line.startswith("deskgen_inflight_jobs{") and f'stage="{stage}"' in line:
+        if line.startswith(name + "{") and all(label in line for label in wanted):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def inflight(pod: dict, stage: str) -> float | None:
+    """The pod's ``deskgen_inflight_jobs`` gauge (None when the pod does not answer)."""
+    return pod_metric(pod, "deskgen_inflight_jobs", stage=stage)
 
 
 _admins: dict[int, AdminClient] = {}
@@ -245,22 +252,22 @@ def plot(path: Path, samples: list[dict], results: list[tuple[float, dict]], fau
                           where="post", label=stage)
     arrivals = sorted(at - start for at, _ in results)
     result_axis.plot(arrivals, range(1, len(arrivals) + 1), color="black", label="terminal results (cumulative)")
-    colors = {"SIGKILL in place": "tab:red", "force delete": "tab:orange"}
+    colors = {"SIGKILL in place": "tab:red", "force delete": "tab:orange", "KEDA burst": "tab:green"}
     for axis in (lag_axis, replica_axis, result_axis):
         for fault in faults:
             axis.axvline(fault.at - start, color=colors.get(fault.kind, "tab:purple"), alpha=0.5, linewidth=1)
     for fault in faults:
-        if fault.target in ("kafka", "s3proxy"):
+        if fault.target in ("kafka", "s3proxy", "keda"):
             lag_axis.annotate(fault.target, (fault.at - start, 0), rotation=90, fontsize=8, va="bottom")
     lag_axis.set_ylabel("backlog (records)")
     replica_axis.set_ylabel("Ready replicas")
     result_axis.set_ylabel("terminal results")
     result_axis.set_xlabel("seconds since the load started (red: SIGKILL in place, orange: force delete, "
-                           "purple: broker / S3 / rollout)")
+                           "purple: broker / S3 / rollout, green: a burst KEDA scales on)")
     for axis in (lag_axis, replica_axis, result_axis):
         axis.legend(loc="upper left", fontsize=8)
         axis.grid(alpha=0.3)
-    lag_axis.set_title("deskgen on the local cluster under faults (dev-random weights)")
+    lag_axis.set_title("deskgen on the local cluster: faults and a KEDA burst under load (dev-random weights)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

@@ -7,11 +7,13 @@ pod inside the cluster. Every wait is on a condition with a generous bound, neve
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ S3 = "10.96.100.11:9000"
 S3_KEYS = ("deskgen-dev", "deskgen-dev-secret-key")  # k8s/dev-deps.yaml
 VALUES = ROOT / "k8s" / "values-local.yaml"
 NODE, GPU_NODE = "deskgen-node", "deskgen-gpu"
+LOAD_INTERVAL = 1.5  # the faults' steady load: a photo every 1.5 s, desk and not-desk in turn
 
 # The machine-side clients talk to the in-cluster Kafka and S3.
 os.environ.update({
@@ -90,7 +93,7 @@ def pytest_terminal_summary(terminalreporter):
     rows = [(line.split("\t") + [""])[:3] for line in TIMINGS.read_text().splitlines() if "\t" in line]
     terminalreporter.section("phase timings (this run)")
     for phase, seconds, note in rows:
-        terminalreporter.write_line(f"  {phase:<72} {int(seconds):>6} s {'(within the install)' if note else ''}")
+        terminalreporter.write_line(f"  {phase:<72} {int(seconds):>6} s {'(not in the total)' if note else ''}")
     terminalreporter.write_line(f"  {'total':<72} {sum(int(s) for _, s, note in rows if not note):>6} s")
 
 
@@ -207,3 +210,65 @@ def pipeline(release, tmp_path_factory):
 
     return Pipeline(base_env={k: v for k, v in os.environ.items() if k.startswith("DESKGEN_")},
                     workdir=tmp_path_factory.mktemp("pipeline"), prefix="deskgen.")
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def samples() -> dict[str, bytes]:
+    """A desk photo, a not-desk photo and a corrupt file."""
+    from PIL import Image
+    from skimage import data
+
+    from samples import draw_desk
+
+    def encode(image: Image.Image, fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+        return buffer.getvalue()
+
+    return {"desk.png": encode(draw_desk(seed=1), "PNG"),
+            "coffee.jpg": encode(Image.fromarray(data.coffee()), "JPEG"),
+            "corrupt.jpg": b"this is a text file with a .jpg name\n"}
+
+
+def all_ready() -> dict[str, dict] | None:
+    """Each stage's pod when every stage has exactly one pod and it is Ready."""
+    pods = stage_pods()
+    ready = {}
+    for stage, items in pods.items():
+        live = [p for p in items if (condition(p, "Ready") or {}).get("status") == "True"]
+        if not live or len(items) != 1:
+            return None
+        ready[stage] = live[0]
+    return ready
+
+
+def ready_replicas() -> dict[str, int]:
+    deployments = get_json("deployments", "-n", NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}")["items"]
+    return {d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component"): d["status"].get("readyReplicas", 0)
+            for d in deployments}
+
+
+@pytest.fixture(scope="session")
+def chaos(release, pipeline):
+    """A steady load (a desk and a not-desk photo in turn), the terminal results read as they come and the
+    backlog / Ready replicas sampled, from before the first fault (test_cluster_faults.py) through the KEDA
+    burst (test_cluster_scaling.py) until the counting (test_cluster_tally.py) stops them."""
+    from chaos import Load, Results, Sampler
+
+    photos = samples()
+    load = Load(pipeline, [("desk.png", photos["desk.png"]), ("coffee.jpg", photos["coffee.jpg"])], LOAD_INTERVAL)
+    results, sampler = Results(pipeline), Sampler(pipeline, ready_replicas)
+    state = {"load": load, "results": results, "sampler": sampler, "faults": [], "start": time.time(),
+             "samples": photos}
+    for thread in (results, sampler, load):
+        thread.start()
+    yield state
+    for thread in (load, sampler, results):
+        if thread.is_alive():
+            try:
+                thread.stop()
+            except Exception:  # teardown after a failure: the failure is what matters
+                pass
