@@ -42,8 +42,9 @@ BACKENDS = ("auto", "torch", "onnxruntime", "torch_compile")
 
 # The CPU path ``auto`` takes for each ISA (``cpu_isa``): the fastest whose teacher-forced next tokens agree with
 # fp32 torch at >= 95 % of the bench's positions (tests/bench/bench_captioner.py, the README's table). On the
-# full-size dev weights every int8 path (torch's and ONNX Runtime's) misses that bar, torch bf16 meets it but is
-# slower than ONNX Runtime fp32 (token for token torch's), the default everywhere; revisit with real weights.
+# full-size dev weights every int8 path (torch's and ONNX Runtime's) misses that bar, torch bf16 and torch_compile
+# fp32 meet it but are slower than ONNX Runtime fp32 (token for token torch's), the default everywhere; revisit
+# with real weights.
 CPU_PATHS = {isa: ("onnxruntime", "fp32") for isa in ("amx", "avx512_bf16", "avx512_vnni", "avx512", "avx2",
                                                       "baseline")}
 
