@@ -3,7 +3,6 @@ librdkafka's statistics, GPU memory."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime
@@ -13,7 +12,7 @@ from .errors import InvalidInputError
 from .records import RUNTIME_REASONS, Item
 from .stage import Reject, Stage
 
-__all__ = ["start_series", "observe_job", "observe_lag", "forget_lag", "observe_gpu_memory"]
+__all__ = ["start_series", "observe_job", "observe_lag", "brokers_up", "forget_lag", "observe_gpu_memory"]
 
 log = logging.getLogger("deskgen.runtime")
 
@@ -66,13 +65,12 @@ def observe_job(stage_name: str, item: Item, elapsed: float) -> None:
              elapsed * 1000)
 
 
-def observe_lag(stage_name: str, stats_json: str) -> None:
-    """Consumer lag per partition from a librdkafka statistics document.
+def observe_lag(stage_name: str, stats: dict) -> None:
+    """Consumer lag per partition from a librdkafka statistics document (parsed).
 
     librdkafka's own consumer_lag needs committed offsets, which transactions never report to it,
     so lag = last stable offset - the position the application has consumed up to.
     """
-    stats = json.loads(stats_json)
     for topic, body in stats.get("topics", {}).items():
         for partition, p in body.get("partitions", {}).items():
             end = p.get("ls_offset", -1)
@@ -80,6 +78,12 @@ def observe_lag(stage_name: str, stats_json: str) -> None:
                                          p.get("lo_offset", -1)) if o >= 0), -1)
             if partition != "-1" and end >= 0 and position >= 0:
                 metrics.CONSUMER_LAG.labels(stage_name, topic, partition).set(max(end - position, 0))
+
+
+def brokers_up(stats: dict) -> bool:
+    """Whether a librdkafka statistics document (parsed) shows a connection up to a real broker (not the
+    bootstrap placeholder, node id -1)."""
+    return any(b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in stats.get("brokers", {}).values())
 
 
 def forget_lag(stage_name: str, partitions: set[tuple[str, int]]) -> None:

@@ -22,6 +22,7 @@ Assumptions:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -36,7 +37,7 @@ from .errors import FatalError, InvalidInputError
 from .handling import Handled, Handler
 from .health import HealthState
 from .kafka import group_id, make_consumer, make_producer_config
-from .observe import forget_lag, observe_gpu_memory, observe_job, observe_lag, start_series
+from .observe import brokers_up, forget_lag, observe_gpu_memory, observe_job, observe_lag, start_series
 from .records import Item, build_records, commit_offsets, first_offsets
 from .retry import Backoff
 from .settings import ImageSettings, KafkaSettings, RuntimeSettings
@@ -118,7 +119,7 @@ class Runtime:
         if self.stop_requested.is_set():
             return
         self.health.broker_reachable = True
-        self._consumer = make_consumer(self.kafka, self.stage.name, stats_cb=lambda s: observe_lag(self.stage.name, s),
+        self._consumer = make_consumer(self.kafka, self.stage.name, stats_cb=self._on_stats,
                                        error_cb=self._on_client_error)
         self._consumer.subscribe([self._input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
@@ -171,6 +172,16 @@ class Runtime:
             log.error("%s: Kafka fatal error: %s", self.stage.name, err)
         else:
             log.debug("%s: Kafka: %s", self.stage.name, err)
+
+    def _on_stats(self, stats_json: str) -> None:
+        """Lag per partition; and a broker back after an outage makes the stage ready again even when no record
+        arrives (an idle pipeline), since librdkafka reports only the outage as an error."""
+        stats = json.loads(stats_json)
+        observe_lag(self.stage.name, stats)
+        if not self.health.broker_reachable and brokers_up(stats):
+            self.health.broker_reachable = True
+            metrics.READY.labels(**self._labels).set(1 if self.health.ready else 0)
+            log.info("%s: Kafka reachable again", self.stage.name)
 
     # -- the loop ----------------------------------------------------------------------------
 
