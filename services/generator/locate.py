@@ -77,6 +77,10 @@ def _clip(value: float) -> float:
     return round(min(max(float(value), 0.0), 1.0), 4)
 
 
+def _centre(box: Box) -> tuple[float, float]:
+    return _clip((box[0] + box[2]) / 2), _clip((box[1] + box[3]) / 2)
+
+
 class CamDetector:
     """Class-activation maps of an ImageNet EfficientNet-Lite0 (weights: a bare state dict URI)."""
 
@@ -187,8 +191,7 @@ class OwlDetector:
                 continue
             x0, y0, x1, y1 = result["boxes"][i].tolist()
             box = (_clip(x0 / width), _clip(y0 / height), _clip(x1 / width), _clip(y1 / height))
-            found[category].append(Detection(category, box, (_clip((box[0] + box[2]) / 2),
-                                                             _clip((box[1] + box[3]) / 2)),
+            found[category].append(Detection(category, box, _centre(box),
                                              round(float(result["scores"][i]), 4)))
         return found
 
@@ -217,9 +220,7 @@ class PackagedDetector:
         found: dict[str, list[Detection]] = {c: [] for c in wanted}
         for hit in self._detector.detect(image):  # highest score first
             if hit.label in found:
-                x0, y0, x1, y1 = hit.box
-                found[hit.label].append(Detection(hit.label, hit.box, (_clip((x0 + x1) / 2), _clip((y0 + y1) / 2)),
-                                                  round(hit.score, 4)))
+                found[hit.label].append(Detection(hit.label, hit.box, _centre(hit.box), round(hit.score, 4)))
         return found
 
 
@@ -301,7 +302,7 @@ def locate(detector: Detector, image: Image.Image, products: list[dict[str, Any]
 def from_captioner(detections: list[dict[str, Any]], wanted: Sequence[str]) -> tuple[list[list[Detection]], str]:
     """The captioned event's detections of the ``wanted`` categories, as the locator's (the same upright photo,
     normalised boxes), and who found them: ``captioner:<model>+<model>``."""
-    kept = [Detection(d["label"], (x0, y0, x1, y1), (_clip((x0 + x1) / 2), _clip((y0 + y1) / 2)), float(d["score"]))
-            for d in detections if d["label"] in wanted for x0, y0, x1, y1 in [d["box"]]]
+    kept = [Detection(d["label"], box, _centre(box), float(d["score"]))
+            for d in detections if d["label"] in wanted for box in [(d["box"][0], d["box"][1], d["box"][2], d["box"][3])]]
     models = sorted({d["model"] for d in detections})
     return [kept], "captioner:" + "+".join(models) if models else "captioner"
