@@ -37,8 +37,80 @@ current-context: deskgen-local
 EOF
 }
 
+put() {  # file: standard input written to file unless the file already holds the same
+  local new="$1.new"
+  cat > "$new"
+  if cmp -s "$new" "$1"; then rm "$new"; else mv "$new" "$1"; fi
+}
+
+node_config() {  # address folder socket cni-bridge pod-subnet [kubelet settings]: a real node's containerd, CNI
+  # bridge and kubelet configuration under folder
+  local ip="$1" dir="$2" sock="$3" bridge="$4" subnet="$5" extra="${6:-}"
+  mkdir -p "$dir/cni/net.d" "$dir/containerd" "$dir/kubelet"
+  cat > "$dir/containerd/config.toml" <<EOF
+version = 2
+root = "$dir/containerd/root"
+state = "$dir/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+                    "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$dir/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/cni/net.d"
+EOF
+  cat > "$dir/cni/net.d/10-deskgen.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "deskgen",
+  "plugins": [
+    {"type": "bridge", "bridge": "$bridge", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$subnet"}]], "routes": [{"dst": "0.0.0.0/0"}],
+              "dataDir": "$dir/cni/ipam"}},
+    {"type": "portmap", "capabilities": {"portMappings": true}}
+  ]
+}
+EOF
+  cat > "$dir/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $ip
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: "$PKI/ca.crt"}
+authorization: {mode: AlwaysAllow}
+containerRuntimeEndpoint: "unix://$sock"
+cgroupDriver: cgroupfs
+failCgroupV1: false
+failSwapOn: false
+protectKernelDefaults: false
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+$extra
+EOF
+}
+
 configure() {
-  mkdir -p "$PKI" "$LOGS" "$PIDS" "$RUN/cni/net.d" "$RUN/containerd" "$RUN/kubelet"
+  mkdir -p "$PKI" "$LOGS" "$PIDS"
   chmod 700 "$RUN"
   authority ca deskgen-local-ca
   # The aggregation layer: the API server proxies to extension API servers (KEDA's metrics adapter) with
@@ -65,72 +137,23 @@ extendedKeyUsage=serverAuth"
   kubeconfig kubelet node
   kubeconfig kube-proxy kube-proxy
 
-  cat > "$RUN/containerd/config.toml" <<EOF
-version = 2
-root = "$RUN/containerd/root"
-state = "$RUN/containerd/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "$SOCK"
-[ttrpc]
-  address = "$SOCK.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$RUN/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$RUN/cni/net.d"
-EOF
-  cat > "$RUN/cni/net.d/10-deskgen.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "deskgen",
-  "plugins": [
-    {"type": "bridge", "bridge": "$CNI_BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}],
-              "dataDir": "$RUN/cni/ipam"}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-EOF
-  cat > "$RUN/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-address: $NODE_IP
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: false}
-  x509: {clientCAFile: "$PKI/ca.crt"}
-authorization: {mode: AlwaysAllow}
-containerRuntimeEndpoint: "unix://$SOCK"
-cgroupDriver: cgroupfs
-failCgroupV1: false
-failSwapOn: false
-protectKernelDefaults: false
-serializeImagePulls: false
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
-EOF
-  cat > "$RUN/kube-proxy.yaml" <<EOF
+  node_config "$NODE_IP" "$RUN" "$SOCK" "$CNI_BRIDGE" "$POD_CIDR"
+  # The spare node takes only pods that tolerate its taint (the drain test's generator), so only their images
+  # are loaded into its containerd; its pods' cgroups and logs are its own.
+  cert node2 "/O=system:nodes/CN=system:node:$NODE2" "extendedKeyUsage=clientAuth"
+  kubeconfig kubelet-node2 node2
+  node_config "$NODE2_IP" "$RUN/node2" "$SOCK2" "$CNI_BRIDGE2" "$POD_CIDR2" "healthzPort: 10258
+cgroupRoot: /$NODE2
+podLogsDir: $RUN/node2/pod-logs
+registerWithTaints: [{key: $SPARE_TAINT, value: \"true\", effect: NoSchedule}]"
+  # Rewritten only when it changes: kube-proxy exits when its configuration file does.
+  put "$RUN/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: "$RUN/kube-proxy.kubeconfig"}
 mode: iptables
 hostnameOverride: $NODE
-clusterCIDR: $POD_CIDR
+clusterCIDR: $CLUSTER_CIDR
 bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# A one-node Kubernetes v1.34 cluster on this machine, plus one KWOK fake GPU node, for the cluster
-# tests and `make k8s-demo`. Needs root and Debian's etcd-server, containerd, runc,
+# A Kubernetes v1.34 cluster on this machine for the cluster tests and `make k8s-demo`: a real node that
+# runs everything, a second real node (its own containerd, kubelet and pod bridge) tainted so that only
+# pods that tolerate it land there (the drain test's generator), and one KWOK fake GPU node. Needs root and Debian's etcd-server, containerd, runc,
 # containernetworking-plugins, iptables, conntrack, podman, openssl; the Kubernetes binaries come
 # from k8s/build-tools.sh (.cache/k8s/bin).
-#   k8s/cluster.sh up       start whatever is not running, wait until both nodes are Ready (idempotent)
+#   k8s/cluster.sh up       start whatever is not running, wait until the three nodes are Ready (idempotent)
 #   k8s/cluster.sh down     stop every daemon by PID, remove the bridges, iptables rules and sysctl
 #                           changes this script made (idempotent); images stay in containerd's store
 #   k8s/cluster.sh status   the daemons and their PIDs
-#   k8s/cluster.sh kubectl ARGS... / ctr ARGS...    the cluster's kubectl / containerd client
+#   k8s/cluster.sh kubectl ARGS... / ctr ARGS...    the cluster's kubectl / the first node's containerd client
+#   k8s/cluster.sh ctr-on NODE ARGS...              the containerd client of either real node
 #   k8s/cluster.sh env      `export KUBECONFIG=...` for a shell
 # Every file lives under .cache/k8s/run (git-ignored). The API server listens on the node's address
-# (10.99.0.1, on a bridge of its own, reachable only from this machine); etcd and every other daemon
-# on 127.0.0.1.
+# (10.99.0.1, on a bridge of its own, reachable only from this machine; the second node's kubelet on
+# 10.99.0.2 there); etcd and every other daemon on 127.0.0.1.
 # shellcheck source=../stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" k8s-cluster
 CACHE="$ROOT/.cache/k8s"
@@ -28,6 +30,14 @@ NODE_IP=10.99.0.1
 NODE_BRIDGE=dgk8s-node
 CNI_BRIDGE=dgk8s-cni0
 POD_CIDR=10.244.0.0/24
+# The second real node: both pod bridges are on this machine, so pods reach each other with no routes.
+NODE2=deskgen-node2
+NODE2_IP=10.99.0.2
+CNI_BRIDGE2=dgk8s-cni1
+POD_CIDR2=10.244.1.0/24
+SOCK2="$RUN/node2/containerd/containerd.sock"
+SPARE_TAINT=deskgen.io/spare  # NoSchedule on the second node
+CLUSTER_CIDR=10.244.0.0/16
 SERVICE_CIDR=10.96.0.0/16
 API_SERVICE_IP=10.96.0.1
 API="https://$NODE_IP:6443"
@@ -47,6 +57,13 @@ SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forw
 
 kctl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 ctr_() { ctr --address "$SOCK" -n k8s.io "$@"; }
+ctr_on() {  # node args...
+  case "$1" in
+    "$NODE") shift; ctr_ "$@" ;;
+    "$NODE2") shift; ctr --address "$SOCK2" -n k8s.io "$@" ;;
+    *) die "no real node named '$1' (nodes: $NODE, $NODE2)" ;;
+  esac
+}
 
 # shellcheck source=cluster-config.sh
 source "$ROOT/k8s/cluster-config.sh"
@@ -106,15 +123,24 @@ node_network() {
     ip addr add "$NODE_IP/32" dev "$NODE_BRIDGE"
     ip link set "$NODE_BRIDGE" up
   fi
+  ip addr show dev "$NODE_BRIDGE" | grep -q " $NODE2_IP/" || ip addr add "$NODE2_IP/32" dev "$NODE_BRIDGE"
+  # The second kubelet's cgroup root, in every hierarchy (cpuset's needs its CPUs and memory nodes set).
+  local hierarchy
+  for hierarchy in /sys/fs/cgroup/*/; do
+    mkdir -p "$hierarchy$NODE2"
+    [[ -f "${hierarchy}cpuset.cpus" && -z "$(cat "$hierarchy$NODE2/cpuset.cpus")" ]] || continue
+    cat "${hierarchy}cpuset.cpus" > "$hierarchy$NODE2/cpuset.cpus"
+    cat "${hierarchy}cpuset.mems" > "$hierarchy$NODE2/cpuset.mems"
+  done
 }
 
-pause_image() {
-  grep -qx "$PAUSE_IMAGE" <<< "$(ctr_ images ls -q)" && return
+pause_image() {  # node
+  grep -qx "$PAUSE_IMAGE" <<< "$(ctr_on "$1" images ls -q)" && return
   local dir="$RUN/pause-build"
   mkdir -p "$dir" && cp "$BIN/pause" "$dir/pause"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' > "$dir/Dockerfile"
   podman build --quiet --network host --format docker -t "$PAUSE_IMAGE" "$dir" >/dev/null
-  podman save --format docker-archive "$PAUSE_IMAGE" | ctr_ images import - >/dev/null
+  podman save --format docker-archive "$PAUSE_IMAGE" | ctr_on "$1" images import - >/dev/null
   rm -rf "$dir"
 }
 
@@ -165,6 +191,7 @@ up() {
     --listen-peer-urls http://127.0.0.1:12380 --initial-advertise-peer-urls http://127.0.0.1:12380 \
     --initial-cluster deskgen=http://127.0.0.1:12380
   start containerd "$RUN/containerd/config.toml" containerd --config "$RUN/containerd/config.toml"
+  start containerd-node2 "$RUN/node2/containerd/config.toml" containerd --config "$RUN/node2/containerd/config.toml"
   start kube-apiserver "--etcd-servers=http://127.0.0.1:$ETCD_PORT" "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address="$NODE_IP" --advertise-address="$NODE_IP" \
     --secure-port=6443 --service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC \
@@ -181,7 +208,9 @@ up() {
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --enable-aggregator-routing=true
   wait_for "containerd" 60 ctr --address "$SOCK" version
-  pause_image
+  wait_for "containerd of $NODE2" 60 ctr --address "$SOCK2" version
+  pause_image "$NODE"
+  pause_image "$NODE2"
   wait_for "kube-apiserver" 120 kctl get --raw /readyz
   start kube-controller-manager "$RUN/controller-manager.kubeconfig" "$BIN/kube-controller-manager" \
     --kubeconfig="$RUN/controller-manager.kubeconfig" --bind-address=127.0.0.1 --leader-elect=false \
@@ -194,16 +223,21 @@ up() {
   start kubelet "$RUN/kubelet.yaml" "$BIN/kubelet" --config="$RUN/kubelet.yaml" \
     --kubeconfig="$RUN/kubelet.kubeconfig" --root-dir="$RUN/kubelet" --cert-dir="$RUN/kubelet/pki" \
     --hostname-override="$NODE" --node-ip="$NODE_IP"
+  start kubelet-node2 "$RUN/node2/kubelet.yaml" "$BIN/kubelet" --config="$RUN/node2/kubelet.yaml" \
+    --kubeconfig="$RUN/kubelet-node2.kubeconfig" --root-dir="$RUN/node2/kubelet" --cert-dir="$RUN/node2/kubelet/pki" \
+    --hostname-override="$NODE2" --node-ip="$NODE2_IP"
   start kube-proxy "$RUN/kube-proxy.yaml" "$BIN/kube-proxy" --config="$RUN/kube-proxy.yaml"
   start kwok "--manage-nodes-with-annotation-selector" "$BIN/kwok" --kubeconfig="$KUBECONFIG_ADMIN" \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --cidr=10.250.0.1/24 --node-ip=10.250.0.1 --server-address=127.0.0.1:10247 \
     --config="$CACHE/kwok-stages.yaml"
   wait_for "node $NODE" 180 kctl wait "node/$NODE" --for=condition=Ready --timeout=5s
+  wait_for "node $NODE2" 180 kctl wait "node/$NODE2" --for=condition=Ready --timeout=5s
   gpu_node
   wait_for "node $GPU_NODE (KWOK)" 120 kctl wait "node/$GPU_NODE" --for=condition=Ready --timeout=5s
   wait_for "the default ServiceAccount" 120 kctl -n default get serviceaccount default
-  log "up: nodes $NODE (real) and $GPU_NODE (KWOK, nvidia.com/gpu: 8); KUBECONFIG=$KUBECONFIG_ADMIN"
+  log "up: nodes $NODE (real), $NODE2 (real, taint $SPARE_TAINT) and $GPU_NODE (KWOK, nvidia.com/gpu: 8);" \
+    "KUBECONFIG=$KUBECONFIG_ADMIN"
 }
 
 down() {
@@ -220,27 +254,35 @@ down() {
     done
     kctl delete pods --all -n default --grace-period=5 --wait=false >/dev/null 2>&1 || true
     local started=$SECONDS
-    while ((SECONDS - started < 120)) && [[ -n "$(ctr_ tasks ls -q 2>/dev/null)" ]]; do sleep 2; done
+    while ((SECONDS - started < 120)) && [[ -n "$(ctr_ tasks ls -q 2>/dev/null)$(ctr_on "$NODE2" tasks ls -q 2>/dev/null)" ]]; do
+      sleep 2
+    done
   fi
   stop kwok "--manage-nodes-with-annotation-selector"
   stop kube-proxy "$RUN/kube-proxy.yaml"
   stop kubelet "$RUN/kubelet.yaml"
+  stop kubelet-node2 "$RUN/node2/kubelet.yaml"
   stop kube-scheduler "$RUN/scheduler.kubeconfig"
   stop kube-controller-manager "$RUN/controller-manager.kubeconfig"
   stop kube-apiserver "--etcd-servers"
   stop etcd "--data-dir $RUN/etcd"
-  if pid_of containerd "$RUN/containerd/config.toml" >/dev/null; then
-    local task
-    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true; done
-    sleep 1
-    for task in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete "$task" >/dev/null 2>&1 || true; done
-  fi
-  stop containerd "$RUN/containerd/config.toml"
-  # The shims of containers started through this containerd (they outlive it by design).
-  local pid
-  for pid in $(pgrep -f -- "-address $SOCK" || true); do kill -KILL "$pid" 2>/dev/null || true; done
+  stop_containerd "$NODE" containerd "$RUN/containerd/config.toml" "$SOCK"
+  stop_containerd "$NODE2" containerd-node2 "$RUN/node2/containerd/config.toml" "$SOCK2"
   restore_machine
   log "down: every daemon stopped; bridges, iptables and sysctls as before"
+}
+
+stop_containerd() {  # node name config socket: its containers killed, then containerd and their shims
+  if pid_of "$2" "$3" >/dev/null; then
+    local task
+    for task in $(ctr_on "$1" tasks ls -q 2>/dev/null); do ctr_on "$1" tasks kill -s SIGKILL "$task" >/dev/null 2>&1 || true; done
+    sleep 1
+    for task in $(ctr_on "$1" tasks ls -q 2>/dev/null); do ctr_on "$1" tasks delete "$task" >/dev/null 2>&1 || true; done
+  fi
+  stop "$2" "$3"
+  # The shims of containers started through this containerd (they outlive it by design).
+  local pid
+  for pid in $(pgrep -f -- "-address $4" || true); do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
 restore_machine() {
@@ -248,11 +290,12 @@ restore_machine() {
   # Network namespaces the CRI pinned for pods that were not torn down, then the bridges.
   for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns delete "$ns" || true; done
   ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE"
+  ip link show "$CNI_BRIDGE2" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE2"
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link delete "$NODE_BRIDGE"
   # Mounts left under the run folder (pod volumes, container root filesystems), deepest first.
   for mnt in $(findmnt -rn -o TARGET | grep "^$RUN/" | sort -r || true); do umount -l "$mnt" 2>/dev/null || true; done
-  # The pod cgroups kubelet made (empty once the pods are gone).
-  for mnt in /sys/fs/cgroup/*/kubepods; do
+  # The pod cgroups the kubelets made (empty once the pods are gone), and the second one's cgroup root.
+  for mnt in /sys/fs/cgroup/*/kubepods "/sys/fs/cgroup/"*/"$NODE2"; do
     [[ -d "$mnt" ]] && find "$mnt" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   if [[ -f "$RUN/machine.recorded" ]]; then
@@ -262,7 +305,7 @@ restore_machine() {
     while IFS= read -r line; do sysctl -q -w "$line" >/dev/null || log "could not restore sysctl $line"; done < "$RUN/sysctl.before"
     rm -f "$RUN/machine.recorded"
   fi
-  rm -rf "$RUN/cni/ipam"
+  rm -rf "$RUN/cni/ipam" "$RUN/node2/cni/ipam"
 }
 
 restore_tables() {  # iptables|ip6tables nft-family: the tables as recorded; tables that did not exist go
@@ -281,7 +324,8 @@ restore_tables() {  # iptables|ip6tables nft-family: the tables as recorded; tab
 
 status() {
   local name
-  for name in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kwok; do
+  for name in etcd containerd containerd-node2 kube-apiserver kube-controller-manager kube-scheduler kubelet \
+              kubelet-node2 kube-proxy kwok; do
     if [[ -f "$PIDS/$name" ]] && kill -0 "$(cat "$PIDS/$name")" 2>/dev/null; then
       printf '%-24s running (pid %s)\n' "$name" "$(cat "$PIDS/$name")"
     else
@@ -296,6 +340,7 @@ case "${1:-}" in
   status) status ;;
   kubectl) shift; kctl "$@" ;;
   ctr) shift; ctr_ "$@" ;;
+  ctr-on) shift; ctr_on "$@" ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN" ;;
-  *) die "usage: $0 up|down|status|kubectl ARGS|ctr ARGS|env" ;;
+  *) die "usage: $0 up|down|status|kubectl ARGS|ctr ARGS|ctr-on NODE ARGS|env" ;;
 esac

@@ -5,7 +5,7 @@
 # wheels are fetched once (from pip's cache after `make setup`) and the torch layer is shared by the
 # images built on it. Each step's time is logged (and appended to $PHASES when set).
 #   k8s/images.sh build   build every image (cached layers are reused)
-#   k8s/images.sh load    copy them into the cluster's containerd (k8s/cluster.sh must be up)
+#   k8s/images.sh load    copy them into the cluster nodes' containerd (k8s/cluster.sh must be up)
 #   k8s/images.sh sizes   print each image's size
 # shellcheck source=../stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../stack/lib.sh" images
@@ -70,14 +70,24 @@ build_dev() {
 }
 
 load() {
+  # Every image into the first node's containerd; into the second (tainted) node's only the images of the
+  # pods that tolerate its taint (the drain test's generator). Both at once.
+  load_into deskgen-node "${STAGE_IMAGES[@]}" "${DEV_IMAGES[@]}" &
+  local first=$!
+  load_into deskgen-node2 generator
+  wait "$first"
+}
+
+load_into() {  # node image...
   # One multi-image archive, so the torch layer the captioner and generator share is copied once; a
-  # marker per image records the podman image ID last imported, so unchanged images are skipped.
-  local image id names=() ids=() started=$SECONDS present
-  mkdir -p "$ROOT/.cache/k8s/loaded"
-  present="$("$ROOT/k8s/cluster.sh" ctr images ls -q)"
-  for image in "${STAGE_IMAGES[@]}" "${DEV_IMAGES[@]}"; do
+  # marker per node and image records the podman image ID last imported, so unchanged images are skipped.
+  local node="$1" image id names=() ids=() started=$SECONDS present
+  shift
+  mkdir -p "$ROOT/.cache/k8s/loaded/$node"
+  present="$("$ROOT/k8s/cluster.sh" ctr-on "$node" images ls -q)"
+  for image in "$@"; do
     id="$(podman image inspect --format '{{.Id}}' "$(name "$image")")"
-    if [[ "$(cat "$ROOT/.cache/k8s/loaded/$image" 2>/dev/null)" != "$id" ]] || ! grep -qx "$(name "$image")" <<< "$present"; then
+    if [[ "$(cat "$ROOT/.cache/k8s/loaded/$node/$image" 2>/dev/null)" != "$id" ]] || ! grep -qx "$(name "$image")" <<< "$present"; then
       names+=("$image") ids+=("$id")
     fi
   done
@@ -85,9 +95,9 @@ load() {
   local refs=() i
   for image in "${names[@]}"; do refs+=("$(name "$image")"); done
   podman save --multi-image-archive --format docker-archive "${refs[@]}" \
-    | "$ROOT/k8s/cluster.sh" ctr images import - >/dev/null
-  for i in "${!names[@]}"; do echo "${ids[$i]}" > "$ROOT/.cache/k8s/loaded/${names[$i]}"; done
-  log "${names[*]} loaded into containerd in $((SECONDS - started)) s"
+    | "$ROOT/k8s/cluster.sh" ctr-on "$node" images import - >/dev/null
+  for i in "${!names[@]}"; do echo "${ids[$i]}" > "$ROOT/.cache/k8s/loaded/$node/${names[$i]}"; done
+  log "${names[*]} loaded into the containerd of $node in $((SECONDS - started)) s"
 }
 
 sizes() {

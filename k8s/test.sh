@@ -11,7 +11,7 @@ mkdir -p .cache/k8s && : > "$PHASES" && rm -f .cache/k8s/faults.txt .cache/k8s/f
 phase "build Kubernetes, KWOK, Helm (cached)" k8s/build-tools.sh
 phase "build images (base, wheels, stages, dev deps)" k8s/images.sh build
 [[ "${DESKGEN_K8S_KEEP:-}" == 1 ]] || trap 'printf "\n==== k8s: cluster down ====\n"; k8s/cluster.sh down || true' EXIT
-phase "cluster up (2 nodes Ready)" k8s/cluster.sh up
+phase "cluster up (3 nodes Ready: 2 real, 1 KWOK)" k8s/cluster.sh up
 phase "load images into containerd" k8s/images.sh load
 phase "KEDA installed (operator, metrics adapter, external metrics API Available)" k8s/keda.sh install
 k8s/images.sh sizes

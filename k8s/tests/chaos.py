@@ -34,7 +34,7 @@ def epoch(timestamp: str) -> float:
 @dataclasses.dataclass
 class Fault:
     kind: str  # e.g. "SIGKILL in place", "force delete", "broker SIGKILL"
-    target: str  # a stage name, "kafka", "s3proxy", or "keda" (a burst KEDA scales the captioner on)
+    target: str  # a stage name, "kafka", "s3proxy", "keda" (a burst KEDA scales the captioner on) or a drained node
     pod: str
     at: float  # epoch seconds, just before the signal
     inflight: float | None = None  # the pod's gauge read just before the kill
@@ -252,18 +252,19 @@ def plot(path: Path, samples: list[dict], results: list[tuple[float, dict]], fau
                           where="post", label=stage)
     arrivals = sorted(at - start for at, _ in results)
     result_axis.plot(arrivals, range(1, len(arrivals) + 1), color="black", label="terminal results (cumulative)")
-    colors = {"SIGKILL in place": "tab:red", "force delete": "tab:orange", "KEDA burst": "tab:green"}
+    colors = {"SIGKILL in place": "tab:red", "force delete": "tab:orange", "KEDA burst": "tab:green",
+              "drain": "tab:blue"}
     for axis in (lag_axis, replica_axis, result_axis):
         for fault in faults:
             axis.axvline(fault.at - start, color=colors.get(fault.kind, "tab:purple"), alpha=0.5, linewidth=1)
     for fault in faults:
-        if fault.target in ("kafka", "s3proxy", "keda"):
-            lag_axis.annotate(fault.target, (fault.at - start, 0), rotation=90, fontsize=8, va="bottom")
+        if fault.target in ("kafka", "s3proxy", "keda") or fault.kind == "drain":
+            lag_axis.annotate(fault.kind if fault.kind == "drain" else fault.target, (fault.at - start, 0), rotation=90, fontsize=8, va="bottom")
     lag_axis.set_ylabel("backlog (records)")
     replica_axis.set_ylabel("Ready replicas")
     result_axis.set_ylabel("terminal results")
     result_axis.set_xlabel("seconds since the load started (red: SIGKILL in place, orange: force delete, "
-                           "purple: broker / S3 / rollout, green: a burst KEDA scales on)")
+                           "purple: broker / S3 / rollout, blue: node drain, green: a burst KEDA scales on)")
     for axis in (lag_axis, replica_axis, result_axis):
         axis.legend(loc="upper left", fontsize=8)
         axis.grid(alpha=0.3)

@@ -34,8 +34,9 @@ KAFKA = "10.96.100.10:9092"
 S3 = "10.96.100.11:9000"
 S3_KEYS = ("deskgen-dev", "deskgen-dev-secret-key")  # k8s/dev-deps.yaml
 VALUES = ROOT / "k8s" / "values-local.yaml"
-NODE, GPU_NODE = "deskgen-node", "deskgen-gpu"
+NODE, SPARE_NODE, GPU_NODE = "deskgen-node", "deskgen-node2", "deskgen-gpu"  # k8s/cluster.sh
 LOAD_INTERVAL = 1.5  # the faults' steady load: a photo every 1.5 s, desk and not-desk in turn
+BURSTS = {"classifier": 30, "captioner": 8, "generator": 6}  # photos that give a stage's pod jobs to hold
 
 # The machine-side clients talk to the in-cluster Kafka and S3.
 os.environ.update({
@@ -251,10 +252,16 @@ def ready_replicas() -> dict[str, int]:
             for d in deployments}
 
 
+def burst(chaos, stage: str) -> None:
+    """Work for ``stage`` at once: not-desk photos end at the classifier, desk photos reach every stage."""
+    photo = "coffee.jpg" if stage == "classifier" else "desk.png"
+    chaos["load"].submit(BURSTS[stage], photo=(photo, chaos["samples"][photo]))
+
+
 @pytest.fixture(scope="session")
 def chaos(release, pipeline):
     """A steady load (a desk and a not-desk photo in turn), the terminal results read as they come and the
-    backlog / Ready replicas sampled, from before the first fault (test_cluster_faults.py) through the KEDA
+    backlog / Ready replicas sampled, from before the first fault (test_cluster_drain.py) through the KEDA
     burst (test_cluster_scaling.py) until the counting (test_cluster_tally.py) stops them."""
     from chaos import Load, Results, Sampler
 

@@ -9,10 +9,9 @@ import time
 from deskgen.common import topology
 
 from chaos import Fault, held_jobs, inflight
-from conftest import (NAMESPACE, RELEASE, ROOT, STAGES, VALUES, _kafka_answers, _s3_store, all_ready, condition,
-                      get_json, helm, kubectl, record, run, stage_pods, wait_until)
+from conftest import (NAMESPACE, RELEASE, ROOT, STAGES, VALUES, _kafka_answers, _s3_store, all_ready, burst,
+                      condition, get_json, helm, kubectl, record, run, stage_pods, wait_until)
 
-BURSTS = {"classifier": 30, "captioner": 8, "generator": 6}  # photos that give a stage's pod jobs to hold
 KILL_ROUNDS = 2  # each: per stage one SIGKILL in place and one force deletion
 
 
@@ -35,19 +34,13 @@ def _kill_in_place(pod: dict, *, after=None) -> None:
     wait_until(f"{pod['metadata']['name']} restarted", lambda: _restarts(_pod(pod["metadata"]["name"])) > before, 300)
 
 
-def _burst(chaos, stage: str) -> None:
-    """Work for ``stage`` at once: not-desk photos end at the classifier, desk photos reach every stage."""
-    photo = "coffee.jpg" if stage == "classifier" else "desk.png"
-    chaos["load"].submit(BURSTS[stage], photo=(photo, chaos["samples"][photo]))
-
-
 def _kill_holding(chaos, pipeline, stage: str, kind: str) -> Fault:
     """Waits until the stage's Ready pod holds jobs (its gauge > 0 and uncommitted records on its
     partitions), then kills it: ``kind`` "SIGKILL in place" or "force delete" (no grace)."""
     deadline, next_burst = time.monotonic() + 300, 0.0
     while time.monotonic() < deadline:
         if time.monotonic() > next_burst:
-            _burst(chaos, stage)
+            burst(chaos, stage)
             next_burst = time.monotonic() + 20
         pod = next((p for p in stage_pods()[stage] if (condition(p, "Ready") or {}).get("status") == "True"), None)
         if pod is None or not inflight(pod, stage):
@@ -116,7 +109,7 @@ def test_broker_killed_mid_transaction_comes_back(chaos, pipeline):
         except Exception:  # a metadata hiccup: look again
             return None
 
-    _burst(chaos, "generator")
+    burst(chaos, "generator")
     fault = _kill_dependency(chaos, "kafka", "broker SIGKILL", lambda: "open: " + "; ".join(
         wait_until("a stage transaction open", open_transactions, 300, interval=0.05)))
     wait_until("the in-cluster Kafka serves metadata", _kafka_answers, 300)
@@ -126,7 +119,7 @@ def test_broker_killed_mid_transaction_comes_back(chaos, pipeline):
 
 def test_s3_killed_under_load_comes_back(chaos, pipeline):
     started = time.monotonic()
-    _burst(chaos, "generator")
+    burst(chaos, "generator")
     _kill_dependency(chaos, "s3proxy", "S3 SIGKILL")
     wait_until("the in-cluster S3 answers", _s3_store, 300)
     record("S3Proxy SIGKILLed, back and stages Ready", time.monotonic() - started)
