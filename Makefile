@@ -109,7 +109,7 @@ images: setup ## build the deskgen images and the dev Kafka/S3 images with podma
 	bash stack/system-deps.sh k8s
 	PY=$(PY) k8s/images.sh build
 
-k8s-up: k8s-tools ## start the local cluster: one real node + one KWOK fake GPU node (idempotent)
+k8s-up: k8s-tools ## start the local cluster: two real nodes (the second tainted, for the drain test) + one KWOK fake GPU node (idempotent)
 	bash stack/system-deps.sh k8s
 	k8s/cluster.sh up
 
@@ -117,7 +117,7 @@ k8s-down: ## stop the local cluster by PID; bridges, iptables and sysctls restor
 	bash stack/system-deps.sh k8s
 	k8s/cluster.sh down
 
-k8s-test: setup ## images, cluster, KEDA, chart install, helm test, data path, faults, KEDA scaling, placement, metrics; cluster stopped after
+k8s-test: setup ## images, cluster, KEDA, chart install, helm test, data path, drain, faults, KEDA scaling, placement, metrics; cluster stopped after
 	bash stack/system-deps.sh k8s
 	PY=$(PY) k8s/test.sh
 

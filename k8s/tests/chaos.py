@@ -253,7 +253,7 @@ def plot(path: Path, samples: list[dict], results: list[tuple[float, dict]], fau
     arrivals = sorted(at - start for at, _ in results)
     result_axis.plot(arrivals, range(1, len(arrivals) + 1), color="black", label="terminal results (cumulative)")
     colors = {"SIGKILL in place": "tab:red", "force delete": "tab:orange", "KEDA burst": "tab:green",
-              "drain": "tab:blue"}
+              "drain": "tab:brown"}
     for axis in (lag_axis, replica_axis, result_axis):
         for fault in faults:
             axis.axvline(fault.at - start, color=colors.get(fault.kind, "tab:purple"), alpha=0.5, linewidth=1)
@@ -263,8 +263,8 @@ def plot(path: Path, samples: list[dict], results: list[tuple[float, dict]], fau
     lag_axis.set_ylabel("backlog (records)")
     replica_axis.set_ylabel("Ready replicas")
     result_axis.set_ylabel("terminal results")
-    result_axis.set_xlabel("seconds since the load started (red: SIGKILL in place, orange: force delete, "
-                           "purple: broker / S3 / rollout, blue: node drain, green: a burst KEDA scales on)")
+    result_axis.set_xlabel("seconds since the load started\n(red: SIGKILL in place, orange: force delete, "
+                           "purple: broker / S3 / rollout, brown: node drain, green: a burst KEDA scales on)")
     for axis in (lag_axis, replica_axis, result_axis):
         axis.legend(loc="upper left", fontsize=8)
         axis.grid(alpha=0.3)

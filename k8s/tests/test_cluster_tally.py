@@ -49,7 +49,7 @@ def test_no_job_lost_or_duplicated_once_the_backlog_drains(chaos, pipeline):
                      + (f", pod gauge {fault.inflight:.0f}, held {len(fault.held)}" if fault.held else "")
                      + (f", {fault.evidence}" if fault.evidence else ""))
     FAULTS.write_text("\n".join(lines) + "\n")
-    record(f"count after drain: {len(submitted)} jobs, lost {len(lost)}, duplicates {len(duplicated)}",
+    record(f"count once the backlog drained: {len(submitted)} jobs, lost {len(lost)}, duplicates {len(duplicated)}",
            time.monotonic() - started)
     assert not lost, lost[:10]
     assert not duplicated, duplicated
