@@ -10,6 +10,8 @@
 #   k8s/cluster.sh status   the daemons and their PIDs
 #   k8s/cluster.sh kubectl ARGS... / ctr ARGS...    the cluster's kubectl / the first node's containerd client
 #   k8s/cluster.sh ctr-on NODE ARGS...              the containerd client of either real node
+#   k8s/cluster.sh share-images   the second node's image store made a hard-linked copy of the first's
+#                                 (only while no node runs a container; k8s/images.sh load uses it)
 #   k8s/cluster.sh env      `export KUBECONFIG=...` for a shell
 # Every file lives under .cache/k8s/run (git-ignored). The API server listens on the node's address
 # (10.99.0.1, on a bridge of its own, reachable only from this machine; the second node's kubelet on
@@ -190,8 +192,7 @@ up() {
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls http://127.0.0.1:12380 --initial-advertise-peer-urls http://127.0.0.1:12380 \
     --initial-cluster deskgen=http://127.0.0.1:12380
-  start containerd "$RUN/containerd/config.toml" containerd --config "$RUN/containerd/config.toml"
-  start containerd-node2 "$RUN/node2/containerd/config.toml" containerd --config "$RUN/node2/containerd/config.toml"
+  start_containerds
   start kube-apiserver "--etcd-servers=http://127.0.0.1:$ETCD_PORT" "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" --bind-address="$NODE_IP" --advertise-address="$NODE_IP" \
     --secure-port=6443 --service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC \
@@ -207,8 +208,7 @@ up() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --enable-aggregator-routing=true
-  wait_for "containerd" 60 ctr --address "$SOCK" version
-  wait_for "containerd of $NODE2" 60 ctr --address "$SOCK2" version
+  wait_for_containerds
   pause_image "$NODE"
   pause_image "$NODE2"
   wait_for "kube-apiserver" 120 kctl get --raw /readyz
@@ -266,10 +266,49 @@ down() {
   stop kube-controller-manager "$RUN/controller-manager.kubeconfig"
   stop kube-apiserver "--etcd-servers"
   stop etcd "--data-dir $RUN/etcd"
-  stop_containerd "$NODE" containerd "$RUN/containerd/config.toml" "$SOCK"
-  stop_containerd "$NODE2" containerd-node2 "$RUN/node2/containerd/config.toml" "$SOCK2"
+  stop_containerds
   restore_machine
   log "down: every daemon stopped; bridges, iptables and sysctls as before"
+}
+
+start_containerds() {
+  start containerd "$RUN/containerd/config.toml" containerd --config "$RUN/containerd/config.toml"
+  start containerd-node2 "$RUN/node2/containerd/config.toml" containerd --config "$RUN/node2/containerd/config.toml"
+}
+
+wait_for_containerds() {
+  wait_for "containerd" 60 ctr --address "$SOCK" version
+  wait_for "containerd of $NODE2" 60 ctr --address "$SOCK2" version
+}
+
+stop_containerds() {
+  stop_containerd "$NODE" containerd "$RUN/containerd/config.toml" "$SOCK"
+  stop_containerd "$NODE2" containerd-node2 "$RUN/node2/containerd/config.toml" "$SOCK2"
+}
+
+share_images() {
+  # The second node's image store becomes a hard-linked copy of the first's: the same images at no disk
+  # cost (a stage image is ~7 GB), in seconds. Image layers are never written once unpacked (overlayfs
+  # only reads its lower layers), so two stores may share their files; the two databases are copied. Only
+  # while neither node has a container: copied metadata would carry the first node's containers, and the
+  # pod network namespaces they name, to the second. Both containerds stop for the copy (their kubelets
+  # reconnect), so the databases are copied at rest.
+  [[ -z "$(ctr_on "$NODE" containers ls -q)$(ctr_on "$NODE2" containers ls -q)" ]] || {
+    log "share-images: a node runs containers; load the second node's images with ctr-on instead"; return 1; }
+  stop_containerds
+  local from="$RUN/containerd/root" to="$RUN/node2/containerd/root" dir db
+  rm -rf "$to" && mkdir -p "$to"
+  for dir in io.containerd.content.v1.content io.containerd.snapshotter.v1.overlayfs io.containerd.metadata.v1.bolt; do
+    cp -al "$from/$dir" "$to/$dir"
+  done
+  for db in io.containerd.metadata.v1.bolt/meta.db io.containerd.snapshotter.v1.overlayfs/metadata.db; do
+    cp --remove-destination "$from/$db" "$to/$db"
+  done
+  start_containerds
+  wait_for_containerds
+  wait_for "node $NODE" 120 kctl wait "node/$NODE" --for=condition=Ready --timeout=5s
+  wait_for "node $NODE2" 120 kctl wait "node/$NODE2" --for=condition=Ready --timeout=5s
+  log "share-images: $NODE2 holds the images of $NODE (hard links)"
 }
 
 stop_containerd() {  # node name config socket: its containers killed, then containerd and their shims
@@ -341,6 +380,7 @@ case "${1:-}" in
   kubectl) shift; kctl "$@" ;;
   ctr) shift; ctr_ "$@" ;;
   ctr-on) shift; ctr_on "$@" ;;
+  share-images) share_images ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN" ;;
-  *) die "usage: $0 up|down|status|kubectl ARGS|ctr ARGS|ctr-on NODE ARGS|env" ;;
+  *) die "usage: $0 up|down|status|kubectl ARGS|ctr ARGS|ctr-on NODE ARGS|share-images|env" ;;
 esac

@@ -70,35 +70,60 @@ build_dev() {
 }
 
 load() {
-  # Every image into the first node's containerd; into the second (tainted) node's only the images of the
-  # pods that tolerate its taint (the drain test's generator). One after the other, so the disk holds one
-  # node's layer tarballs at a time.
+  # Every image into the first node's containerd. The second (tainted) node runs only the pods that tolerate
+  # its taint (the drain test's generator): on a cluster just up its store becomes a hard-linked copy of
+  # the first's (k8s/cluster.sh share-images: no disk, seconds), else the generator is imported there too.
   load_into deskgen-node "${STAGE_IMAGES[@]}" "${DEV_IMAGES[@]}"
-  load_into deskgen-node2 generator
+  [[ -n "$(stale deskgen-node2 generator)" ]] || return 0
+  if "$ROOT/k8s/cluster.sh" share-images; then
+    rm -rf "$ROOT/.cache/k8s/loaded/deskgen-node2" && cp -r "$ROOT/.cache/k8s/loaded/deskgen-node" "$ROOT/.cache/k8s/loaded/deskgen-node2"
+  else
+    load_into deskgen-node2 generator
+  fi
 }
 
-load_into() {  # node image...
-  # One multi-image archive, so the torch layer the captioner and generator share is copied once; a
-  # marker per node and image records the podman image ID last imported, so unchanged images are skipped.
-  local node="$1" image id names=() ids=() started=$SECONDS present
+stale() {  # node image...: those whose podman image is not the one last imported there (a marker per node
+  # and image records the podman image ID), or that the node's store lacks
+  local node="$1" image present
   shift
-  mkdir -p "$ROOT/.cache/k8s/loaded/$node"
   present="$("$ROOT/k8s/cluster.sh" ctr-on "$node" images ls -q)"
   for image in "$@"; do
-    id="$(podman image inspect --format '{{.Id}}' "$(name "$image")")"
-    if [[ "$(cat "$ROOT/.cache/k8s/loaded/$node/$image" 2>/dev/null)" != "$id" ]] || ! grep -qx "$(name "$image")" <<< "$present"; then
-      names+=("$image") ids+=("$id")
-    fi
+    [[ "$(cat "$ROOT/.cache/k8s/loaded/$node/$image" 2>/dev/null)" == "$(image_id "$image")" ]] \
+      && grep -qx "$(name "$image")" <<< "$present" || echo "$image"
   done
+}
+
+image_id() { podman image inspect --format '{{.Id}}' "$(name "$1")"; }
+
+load_into() {  # node image...
+  # One multi-image archive, so the torch layer the captioner and generator share is copied once.
+  local node="$1" started=$SECONDS names=() image refs=()
+  shift
+  mapfile -t names < <(stale "$node" "$@")
   ((${#names[@]})) || return 0
-  local refs=() i
   for image in "${names[@]}"; do refs+=("$(name "$image")"); done
-  podman save --multi-image-archive --format docker-archive "${refs[@]}" \
-    | "$ROOT/k8s/cluster.sh" ctr-on "$node" images import - >/dev/null
+  # podman spools each layer to a temporary file before it enters the archive (the torch layer: ~7 GB), so
+  # the spool goes to RAM (/dev/shm) when it has room for the largest image, not to the disk the node's
+  # store is filling.
+  local spool=/var/tmp largest=0 size shm
+  for image in "${names[@]}"; do
+    size="$(podman image inspect --format '{{.Size}}' "$(name "$image")")"
+    ((size > largest)) && largest=$size
+  done
+  shm="$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -1)"
+  ((${shm:-0} > largest * 3 / 2)) && spool=/dev/shm
+  spool="$(mktemp -d "$spool/deskgen-images.XXXXXX")"
+  if ! TMPDIR="$spool" podman save --multi-image-archive --format docker-archive "${refs[@]}" \
+       | "$ROOT/k8s/cluster.sh" ctr-on "$node" images import - >/dev/null; then
+    rm -rf "$spool"
+    die "could not load ${names[*]} into $node ($(df -h --output=avail "$ROOT/.cache/k8s" | tail -1 | tr -d ' ') free on the disk of .cache/k8s)"
+  fi
+  rm -rf "$spool"
   # Once unpacked, the layer tarballs go (containers run from the snapshots), as CRI's discard_unpacked_layers
   # does for pulled images: each node's store then holds the images once, not twice (~7 GB less per node).
   "$ROOT/k8s/cluster.sh" ctr-on "$node" content prune references >/dev/null
-  for i in "${!names[@]}"; do echo "${ids[$i]}" > "$ROOT/.cache/k8s/loaded/$node/${names[$i]}"; done
+  mkdir -p "$ROOT/.cache/k8s/loaded/$node"
+  for image in "${names[@]}"; do image_id "$image" > "$ROOT/.cache/k8s/loaded/$node/$image"; done
   log "${names[*]} loaded into the containerd of $node in $((SECONDS - started)) s"
 }
 
