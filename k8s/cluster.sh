@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A Kubernetes v1.34 cluster on this machine for the cluster tests and `make k8s-demo`: a real node that
 # runs everything, a second real node (its own containerd, kubelet and pod bridge) tainted so that only
-# pods that tolerate it land there (the drain test's generator), and one KWOK fake GPU node. Needs root and Debian's etcd-server, containerd, runc,
-# containernetworking-plugins, iptables, conntrack, podman, openssl; the Kubernetes binaries come
-# from k8s/build-tools.sh (.cache/k8s/bin).
+# pods that tolerate it land there (the drain test's generator), and one KWOK fake GPU node. Needs root
+# and Debian's etcd-server, containerd, runc, containernetworking-plugins, iptables, conntrack, podman,
+# openssl; the Kubernetes binaries come from k8s/build-tools.sh (.cache/k8s/bin).
 #   k8s/cluster.sh up       start whatever is not running, wait until the three nodes are Ready (idempotent)
 #   k8s/cluster.sh down     stop every daemon by PID, remove the bridges, iptables rules and sysctl
 #                           changes this script made (idempotent); images stay in containerd's store

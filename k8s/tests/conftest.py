@@ -168,6 +168,10 @@ def condition(pod: dict, kind: str) -> dict | None:
     return next((c for c in pod.get("status", {}).get("conditions", []) if c["type"] == kind), None)
 
 
+def is_ready(pod: dict) -> bool:
+    return (condition(pod, "Ready") or {}).get("status") == "True"
+
+
 def submit_job(name: str, files: dict[str, bytes], repeat: dict[str, int], *, watch: bool, tag: str,
                options: str = "") -> None:
     """A Job in the cluster that runs ``deskgen submit [options]`` (the backend's position) on photos from a
@@ -239,7 +243,7 @@ def all_ready() -> dict[str, dict] | None:
     pods = stage_pods()
     ready = {}
     for stage, items in pods.items():
-        live = [p for p in items if (condition(p, "Ready") or {}).get("status") == "True"]
+        live = [p for p in items if is_ready(p)]
         if not live or len(items) != 1:
             return None
         ready[stage] = live[0]

@@ -12,19 +12,15 @@ from pathlib import Path
 
 from chaos import Fault, inflight
 from conftest import (BIN, KUBECONFIG, NAMESPACE, NODE, RELEASE, ROOT, SPARE_NODE, VALUES, all_ready, burst,
-                      condition, get_json, helm, kubectl, record, stage_pods, wait_until)
+                      get_json, helm, is_ready, kubectl, record, stage_pods, wait_until)
 
 DRAIN_VALUES = Path(__file__).with_name("values-drain.yaml")
 PDB_REFUSAL = "Cannot evict pod as it would violate the pod's disruption budget"
 
 
-def _ready(pod: dict) -> bool:
-    return (condition(pod, "Ready") or {}).get("status") == "True"
-
-
 def _ready_generators() -> list[dict]:
     """The generator's Ready pods (terminating ones left out)."""
-    return [pod for pod in stage_pods()["generator"] if _ready(pod)]
+    return [pod for pod in stage_pods()["generator"] if is_ready(pod)]
 
 
 def _two_ready(node: str | None = None) -> list[dict] | None:

@@ -10,7 +10,7 @@ from deskgen.common import topology
 
 from chaos import Fault, held_jobs, inflight
 from conftest import (NAMESPACE, RELEASE, ROOT, STAGES, VALUES, _kafka_answers, _s3_store, all_ready, burst,
-                      condition, get_json, helm, kubectl, record, run, stage_pods, wait_until)
+                      get_json, helm, is_ready, kubectl, record, run, stage_pods, wait_until)
 
 KILL_ROUNDS = 2  # each: per stage one SIGKILL in place and one force deletion
 
@@ -42,7 +42,7 @@ def _kill_holding(chaos, pipeline, stage: str, kind: str) -> Fault:
         if time.monotonic() > next_burst:
             burst(chaos, stage)
             next_burst = time.monotonic() + 20
-        pod = next((p for p in stage_pods()[stage] if (condition(p, "Ready") or {}).get("status") == "True"), None)
+        pod = next((p for p in stage_pods()[stage] if is_ready(p)), None)
         if pod is None or not inflight(pod, stage):
             time.sleep(0.1)
             continue
