@@ -105,20 +105,15 @@ load_into() {  # node image...
   # podman spools each layer to a temporary file before it enters the archive (the torch layer: ~7 GB), so
   # the spool goes to RAM (/dev/shm) when it has room for the largest image, not to the disk the node's
   # store is filling.
-  local spool=/var/tmp largest=0 size shm
-  for image in "${names[@]}"; do
-    size="$(podman image inspect --format '{{.Size}}' "$(name "$image")")"
-    ((size > largest)) && largest=$size
-  done
+  local spool=/var/tmp largest shm imported=0
+  largest="$(podman image inspect --format '{{.Size}}' "${refs[@]}" | sort -n | tail -1)"
   shm="$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -1)"
   ((${shm:-0} > largest * 3 / 2)) && spool=/dev/shm
   spool="$(mktemp -d "$spool/deskgen-images.XXXXXX")"
-  if ! TMPDIR="$spool" podman save --multi-image-archive --format docker-archive "${refs[@]}" \
-       | "$ROOT/k8s/cluster.sh" ctr-on "$node" images import - >/dev/null; then
-    rm -rf "$spool"
-    die "could not load ${names[*]} into $node ($(df -h --output=avail "$ROOT/.cache/k8s" | tail -1 | tr -d ' ') free on the disk of .cache/k8s)"
-  fi
+  TMPDIR="$spool" podman save --multi-image-archive --format docker-archive "${refs[@]}" \
+    | "$ROOT/k8s/cluster.sh" ctr-on "$node" images import - >/dev/null && imported=1
   rm -rf "$spool"
+  ((imported)) || die "could not load ${names[*]} into $node ($(df -h --output=avail "$ROOT/.cache/k8s" | tail -1 | tr -d ' ') free on the disk of .cache/k8s)"
   # Once unpacked, the layer tarballs go (containers run from the snapshots), as CRI's discard_unpacked_layers
   # does for pulled images: each node's store then holds the images once, not twice (~7 GB less per node).
   "$ROOT/k8s/cluster.sh" ctr-on "$node" content prune references >/dev/null
